@@ -1,0 +1,55 @@
+/**
+ * DataSource: reads the event store. The engine only ever talks to this interface; `FlowcoreHttp` speaks the real
+ * protocol and `InMemory` is the deterministic test source.
+ */
+import { Context, type Effect } from "effect"
+import type { DataSourceError } from "../domain/errors.ts"
+import type { FlowcoreEvent } from "../domain/FlowcoreEvent.ts"
+import type { TimeBucket } from "../domain/TimeBucket.ts"
+
+/** The configured names and the ids they resolve to (with `noTranslation`, ids are the configured strings). */
+export interface ResolvedSource {
+  readonly tenant: string
+  readonly dataCore: string
+  readonly dataCoreId: string
+  readonly flowType: string
+  readonly flowTypeId: string
+  /** Configured event types, in configuration order. */
+  readonly eventTypes: ReadonlyArray<string>
+  /** Their ids, in the same order. */
+  readonly eventTypeIds: ReadonlyArray<string>
+}
+
+/** One page request within one bucket. `cursor` continues a previous page; otherwise `afterEventId` positions. */
+export interface PageRequest {
+  readonly timeBucket: TimeBucket
+  readonly cursor?: string | undefined
+  /** Exclusive lower bound (ignored when `cursor` is given). */
+  readonly afterEventId?: string | undefined
+  /** Inclusive upper bound. */
+  readonly toEventId?: string | undefined
+  readonly pageSize: number
+  readonly includeSensitiveData?: boolean | undefined
+}
+
+export interface EventPage {
+  /** Sorted ascending by event id time. */
+  readonly events: ReadonlyArray<FlowcoreEvent>
+  /** Present when the bucket has more events right now. */
+  readonly nextCursor?: string | undefined
+  /** Bytes of the response body when known, for throughput metrics without re-serialising events. */
+  readonly sizeBytes?: number | undefined
+}
+
+export class DataSource extends Context.Service<
+  DataSource,
+  {
+    /** Resolves names to ids once and caches them. */
+    readonly resolve: Effect.Effect<ResolvedSource, DataSourceError>
+    /** All buckets holding events of the configured types, ascending. `refresh` bypasses any cache. */
+    readonly timeBuckets: (options?: {
+      readonly refresh?: boolean | undefined
+    }) => Effect.Effect<ReadonlyArray<TimeBucket>, DataSourceError>
+    readonly fetchPage: (request: PageRequest) => Effect.Effect<EventPage, DataSourceError>
+  }
+>()("@flowcore/data-pump/DataSource") {}
