@@ -1,0 +1,399 @@
+/**
+ * The default EventBuffer. Every operation is O(1) amortized per event:
+ * - `entries` is a deque in fetch order; the watermark advances by popping settled entries off its head;
+ * - `open` / `retry` are FIFO deques of entries that may be handed out (stale ones are skipped lazily);
+ * - `byId` finds an entry for an ack or a fail without scanning.
+ * Waiting uses one-shot wake-up signals: a woken waiter re-checks the state itself, so an interrupted waiter can never
+ * swallow events.
+ */
+import { Clock, Deferred, Duration, Effect, FiberSet, Layer, Schedule } from "effect"
+import type { FlowcoreEvent } from "../../domain/FlowcoreEvent.ts"
+import type { PumpState } from "../../domain/PumpState.ts"
+import type { TimeBucket } from "../../domain/TimeBucket.ts"
+import {
+  type Buffer,
+  type BufferConfig,
+  type BufferSnapshot,
+  type Delivery,
+  EventBuffer
+} from "../../services/EventBuffer.ts"
+import { PumpMetrics, type PumpMetricsRecorder } from "../../services/PumpMetrics.ts"
+
+const OPEN = 0
+const RESERVED = 1
+const BACKOFF = 2
+const FINALIZING = 3
+const SETTLED = 4
+type EntryState = typeof OPEN | typeof RESERVED | typeof BACKOFF | typeof FINALIZING | typeof SETTLED
+
+type Step = (now: number, input: unknown) => Effect.Effect<[unknown, Duration.Duration], unknown>
+
+interface Entry {
+  readonly event: FlowcoreEvent
+  readonly bytes: number
+  state: EntryState
+  deliveries: number
+  deliveryId: number
+  step: Step | undefined
+}
+
+/** A FIFO with O(1) push and shift, compacted lazily. */
+class Deque<A> {
+  items: Array<A> = []
+  head = 0
+  get length(): number {
+    return this.items.length - this.head
+  }
+  push(item: A): void {
+    this.items.push(item)
+  }
+  peek(): A | undefined {
+    return this.items[this.head]
+  }
+  shift(): A | undefined {
+    if (this.head >= this.items.length) return undefined
+    const item = this.items[this.head] as A
+    this.items[this.head] = undefined as A
+    this.head++
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head)
+      this.head = 0
+    }
+    return item
+  }
+  clear(): void {
+    this.items = []
+    this.head = 0
+  }
+}
+
+/** Wake-up signals for any number of waiters. */
+class Signal {
+  waiters: Array<Deferred.Deferred<void>> = []
+  wait(): Effect.Effect<void> {
+    const deferred = Deferred.makeUnsafe<void>()
+    this.waiters.push(deferred)
+    return Deferred.await(deferred)
+  }
+  wakeAll(): void {
+    if (this.waiters.length === 0) return
+    const waiters = this.waiters
+    this.waiters = []
+    for (const waiter of waiters) Deferred.doneUnsafe(waiter, Effect.void)
+  }
+}
+
+const emptyDelivery: Delivery = { deliveryId: 0, events: [], attempts: [] }
+
+export const makeBuffer = (config: BufferConfig, metrics: PumpMetricsRecorder) =>
+  Effect.gen(function* () {
+    const run = yield* FiberSet.makeRuntime<never, unknown, unknown>()
+    const toStep = Schedule.toStep(config.redeliverySchedule) as Effect.Effect<Step>
+
+    const entries = new Deque<Entry>()
+    const byId = new Map<string, Entry>()
+    const open = new Deque<Entry>()
+    const retry = new Deque<Entry>()
+    const openSignal = new Signal()
+    const spaceSignal = new Signal()
+    const watermarkSignal = new Signal()
+    const emptySignal = new Signal()
+
+    let closed = false
+    let openCount = 0
+    let reservedCount = 0
+    let bytes = 0
+    let deliveryCounter = 0
+    let watermark: PumpState | undefined = config.initialWatermark
+    let watermarkVersion = 0
+    let acknowledged = 0
+    let failed = 0
+    let redelivered = 0
+    let ignoredAcks = 0
+    let settledTotal = 0
+
+    const held = () => entries.length
+    const freeSlots = () => Math.max(0, config.capacity - entries.length)
+
+    const advanceWatermark = () => {
+      let last: Entry | undefined
+      let head = entries.peek()
+      while (head !== undefined && head.state === SETTLED) {
+        entries.shift()
+        byId.delete(head.event.eventId)
+        last = head
+        head = entries.peek()
+      }
+      if (last === undefined) return
+      watermark = { timeBucket: last.event.timeBucket as TimeBucket, eventId: last.event.eventId }
+      watermarkVersion++
+      watermarkSignal.wakeAll()
+      spaceSignal.wakeAll()
+      if (entries.length === 0) emptySignal.wakeAll()
+    }
+
+    const settle = (entry: Entry) => {
+      entry.state = SETTLED
+      settledTotal++
+      bytes -= entry.bytes
+      metrics.buffered(entry.event.eventType, -1, -entry.bytes)
+    }
+
+    const reopen = (entry: Entry) => {
+      if (entry.state !== BACKOFF) return
+      entry.state = OPEN
+      openCount++
+      redelivered++
+      metrics.redelivered(entry.event.eventType, 1)
+      retry.push(entry)
+      openSignal.wakeAll()
+    }
+
+    const offer = (events: ReadonlyArray<FlowcoreEvent>, sizeBytes: number | undefined) =>
+      Effect.sync(() => {
+        if (events.length === 0) return
+        const perEvent = sizeBytes === undefined ? 0 : Math.round(sizeBytes / events.length)
+        for (const event of events) {
+          if (byId.has(event.eventId)) continue
+          const entry: Entry = { event, bytes: perEvent, state: OPEN, deliveries: 0, deliveryId: 0, step: undefined }
+          entries.push(entry)
+          byId.set(event.eventId, entry)
+          open.push(entry)
+          openCount++
+          bytes += perEvent
+          metrics.buffered(event.eventType, 1, perEvent)
+        }
+        openSignal.wakeAll()
+      })
+
+    const takeOpen = (): Entry | undefined => {
+      for (;;) {
+        const entry = retry.length > 0 ? retry.shift() : open.shift()
+        if (entry === undefined) return undefined
+        if (entry.state === OPEN) return entry
+      }
+    }
+
+    const tryReserve = (max: number): Delivery => {
+      if (closed || openCount === 0 || max <= 0) return emptyDelivery
+      const deliveryId = ++deliveryCounter
+      const events: Array<FlowcoreEvent> = []
+      const attempts: Array<number> = []
+      while (events.length < max) {
+        const entry = takeOpen()
+        if (entry === undefined) break
+        entry.state = RESERVED
+        entry.deliveries++
+        entry.deliveryId = deliveryId
+        openCount--
+        reservedCount++
+        metrics.reserved(entry.event.eventType, 1)
+        events.push(entry.event)
+        attempts.push(entry.deliveries)
+      }
+      return events.length === 0 ? emptyDelivery : { deliveryId, events, attempts }
+    }
+
+    const accept = (eventId: string, deliveryId: number | undefined, countIgnored = true): Entry | undefined => {
+      const entry = byId.get(eventId)
+      if (
+        entry === undefined ||
+        entry.state !== RESERVED ||
+        (deliveryId !== undefined && entry.deliveryId !== deliveryId)
+      ) {
+        if (countIgnored) ignoredAcks++
+        return undefined
+      }
+      reservedCount--
+      metrics.reserved(entry.event.eventType, -1)
+      return entry
+    }
+
+    const acknowledge = (eventIds: ReadonlyArray<string>, deliveryId?: number): number => {
+      let accepted = 0
+      for (const eventId of eventIds) {
+        const entry = accept(eventId, deliveryId)
+        if (entry === undefined) continue
+        settle(entry)
+        acknowledged++
+        metrics.acknowledged(entry.event.eventType, 1)
+        accepted++
+      }
+      if (accepted > 0) advanceWatermark()
+      return accepted
+    }
+
+    const settleAsFailed = (batch: ReadonlyArray<Entry>) => {
+      for (const entry of batch) {
+        settle(entry)
+        failed++
+        metrics.failed(entry.event.eventType, 1)
+      }
+      advanceWatermark()
+    }
+
+    const finalize = (batch: Array<Entry>, reason: unknown) => {
+      run(
+        config
+          .onFinalFailure(
+            batch.map((entry) => entry.event),
+            reason
+          )
+          .pipe(Effect.ensuring(Effect.sync(() => settleAsFailed(batch))))
+      )
+    }
+
+    const settleFailed = (eventIds: ReadonlyArray<string>, deliveryId?: number): number => {
+      const batch: Array<Entry> = []
+      for (const eventId of eventIds) {
+        const entry = accept(eventId, deliveryId)
+        if (entry !== undefined) batch.push(entry)
+      }
+      if (batch.length > 0) settleAsFailed(batch)
+      return batch.length
+    }
+
+    const scheduleRedelivery = (entry: Entry, reason: unknown) => {
+      run(
+        Effect.gen(function* () {
+          if (entry.step === undefined) entry.step = yield* toStep
+          const now = yield* Clock.currentTimeMillis
+          const [, delay] = yield* entry.step(now, reason)
+          yield* Effect.sleep(delay)
+          reopen(entry)
+        }).pipe(
+          // An exhausted schedule means: no more redeliveries for this event.
+          Effect.catch(() => Effect.sync(() => finalize([entry], reason)))
+        )
+      )
+    }
+
+    const failDelivery = (
+      eventIds: ReadonlyArray<string>,
+      deliveryId: number | undefined,
+      reason: unknown,
+      countIgnored: boolean
+    ): number => {
+      let accepted = 0
+      const finalBatch: Array<Entry> = []
+      for (const eventId of eventIds) {
+        const entry = accept(eventId, deliveryId, countIgnored)
+        if (entry === undefined) continue
+        accepted++
+        const exhausted = config.maxRedeliveryCount >= 0 && entry.deliveries > config.maxRedeliveryCount
+        if (exhausted) {
+          entry.state = FINALIZING
+          finalBatch.push(entry)
+        } else {
+          entry.state = BACKOFF
+          scheduleRedelivery(entry, reason)
+        }
+      }
+      if (finalBatch.length > 0) finalize(finalBatch, reason)
+      return accepted
+    }
+
+    const fail = (eventIds: ReadonlyArray<string>, deliveryId?: number, reason?: unknown): number =>
+      failDelivery(eventIds, deliveryId, reason, true)
+
+    const reserve = (max: number, options?: { readonly expiresInMs?: number | undefined }): Effect.Effect<Delivery> =>
+      Effect.suspend(() => {
+        const delivery = tryReserve(max)
+        if (delivery.events.length > 0 || closed) {
+          const expiresInMs = options?.expiresInMs
+          if (expiresInMs !== undefined && delivery.events.length > 0) {
+            const ids = delivery.events.map((event) => event.eventId)
+            run(
+              Effect.sleep(Duration.millis(expiresInMs)).pipe(
+                Effect.andThen(Effect.sync(() => failDelivery(ids, delivery.deliveryId, "reservation expired", false)))
+              )
+            )
+          }
+          return Effect.succeed(delivery)
+        }
+        return Effect.andThen(openSignal.wait(), reserve(max, options))
+      })
+
+    const awaitSpace = (free: number): Effect.Effect<void> =>
+      Effect.suspend(() =>
+        closed || freeSlots() >= Math.min(free, config.capacity)
+          ? Effect.void
+          : Effect.andThen(spaceSignal.wait(), awaitSpace(free))
+      )
+
+    const awaitWatermark = (seen: number): Effect.Effect<number> =>
+      Effect.suspend(() =>
+        watermarkVersion !== seen || closed
+          ? Effect.succeed(watermarkVersion)
+          : Effect.andThen(watermarkSignal.wait(), awaitWatermark(seen))
+      )
+
+    const awaitEmpty: Effect.Effect<void> = Effect.suspend(() =>
+      entries.length === 0 ? Effect.void : Effect.andThen(emptySignal.wait(), awaitEmpty)
+    )
+
+    const snapshot = (): BufferSnapshot => ({
+      held: held(),
+      open: openCount,
+      reserved: reservedCount,
+      bytes,
+      capacity: config.capacity,
+      acknowledged,
+      failed,
+      redelivered,
+      ignoredAcks,
+      watermark,
+      watermarkVersion,
+      settled: settledTotal
+    })
+
+    const close = Effect.sync(() => {
+      closed = true
+      openSignal.wakeAll()
+      spaceSignal.wakeAll()
+      watermarkSignal.wakeAll()
+      emptySignal.wakeAll()
+    })
+
+    // The gauges must not keep counting events of a buffer that is gone.
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        for (let i = entries.head; i < entries.items.length; i++) {
+          const entry = entries.items[i]
+          if (entry === undefined || entry.state === SETTLED) continue
+          metrics.buffered(entry.event.eventType, -1, -entry.bytes)
+          if (entry.state === RESERVED) metrics.reserved(entry.event.eventType, -1)
+        }
+        entries.clear()
+        byId.clear()
+        open.clear()
+        retry.clear()
+      })
+    )
+    yield* Effect.addFinalizer(() => close)
+
+    const buffer: Buffer = {
+      offer,
+      awaitSpace,
+      freeSlots,
+      reserve,
+      tryReserve,
+      acknowledge,
+      fail,
+      settleFailed,
+      awaitWatermark,
+      awaitEmpty,
+      snapshot,
+      close
+    }
+    return buffer
+  })
+
+/** The default EventBuffer layer. */
+export const EventBufferLive: Layer.Layer<EventBuffer, never, PumpMetrics> = Layer.effect(
+  EventBuffer,
+  Effect.gen(function* () {
+    const metrics = yield* PumpMetrics
+    return EventBuffer.of({ make: (config) => makeBuffer(config, metrics) })
+  })
+)

@@ -1,0 +1,187 @@
+/**
+ * The fetch loop: walks time buckets in order, pages each by cursor into the buffer, and follows the live edge.
+ *
+ * Unlike the original pump it never skips a bucket (the bucket list is refreshed before leaving the cached list),
+ * keeps reading an hour until `rolloverSettleMs` after it ended (late events), and with a future `stopAt` keeps
+ * following live events until that instant has passed.
+ */
+import { Clock, Duration, Effect } from "effect"
+import * as TimeBucket from "../domain/TimeBucket.ts"
+import { TimeUuid } from "../domain/TimeUuid.ts"
+import type { DataSource, EventPage } from "../services/DataSource.ts"
+import type { Buffer } from "../services/EventBuffer.ts"
+import type { Notifier } from "../services/Notifier.ts"
+import type { PumpMetricsRecorder } from "../services/PumpMetrics.ts"
+import type { ResolvedOptions } from "./PumpOptions.ts"
+import type { PumpStatus } from "./PumpStatus.ts"
+import { supervisedForever } from "./supervise.ts"
+import { traced } from "./tracing.ts"
+
+export interface WalkStart {
+  readonly bucket: TimeBucket.TimeBucket
+  /** Read strictly after this id in the start bucket; undefined reads the whole bucket. */
+  readonly afterEventId: string | undefined
+  /** The bucket list as fetched at start. */
+  readonly buckets: ReadonlyArray<TimeBucket.TimeBucket>
+}
+
+export interface WalkerDeps {
+  readonly dataSource: DataSource["Service"]
+  readonly notifier: Notifier["Service"]
+  readonly buffer: Buffer
+  readonly metrics: PumpMetricsRecorder
+  readonly status: PumpStatus
+  readonly options: ResolvedOptions<unknown>
+}
+
+/** The first bucket after `bucket` in a sorted list, and not past `limit`. */
+const nextIn = (
+  buckets: ReadonlyArray<TimeBucket.TimeBucket>,
+  bucket: TimeBucket.TimeBucket,
+  limit: TimeBucket.TimeBucket
+): TimeBucket.TimeBucket | undefined => {
+  let lo = 0
+  let hi = buckets.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    if ((buckets[mid] as string) <= bucket) lo = mid + 1
+    else hi = mid
+  }
+  const next = buckets[lo]
+  return next !== undefined && next <= limit ? next : undefined
+}
+
+/** Where a run starts: the closest bucket at or after the saved one, or the live edge without a state. */
+export const startPosition = (
+  buckets: ReadonlyArray<TimeBucket.TimeBucket>,
+  state: { readonly timeBucket: TimeBucket.TimeBucket; readonly eventId?: string | undefined } | undefined,
+  now: number
+): Omit<WalkStart, "buckets"> => {
+  if (state === undefined) {
+    return { bucket: TimeBucket.fromDate(now), afterEventId: TimeUuid.fromDate(new Date(now), 0).toString() }
+  }
+  const closest = buckets.find((bucket) => bucket >= state.timeBucket)
+  if (closest === undefined || closest === state.timeBucket) {
+    return { bucket: state.timeBucket, afterEventId: state.eventId }
+  }
+  return { bucket: closest, afterEventId: undefined }
+}
+
+/** Runs until `stopAt` is reached (then returns), or forever. */
+export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
+  Effect.gen(function* () {
+    const { buffer, dataSource, metrics, notifier, options, status } = deps
+    const stopAt = options.stopAt
+    const stopBucket = stopAt === undefined ? undefined : TimeBucket.fromDate(stopAt)
+    const toEventId = stopAt === undefined ? undefined : TimeUuid.max(new Date(stopAt)).toString()
+    const settle = options.rolloverSettleMs
+
+    let buckets = start.buckets
+    let bucket = start.bucket
+    let afterEventId = start.afterEventId
+    let cursor: string | undefined
+
+    const setLive = (live: boolean) => {
+      if (status.live !== live) {
+        status.live = live
+        metrics.live(live)
+      }
+      if (live) {
+        status.lagSeconds = 0
+        metrics.lag(0)
+      }
+    }
+
+    const fetchPage = supervisedForever(
+      status.fetching,
+      "Fetching events",
+      options.supervisionSchedule,
+      Effect.suspend(() =>
+        dataSource.fetchPage({
+          timeBucket: bucket,
+          cursor,
+          afterEventId: cursor === undefined ? afterEventId : undefined,
+          toEventId,
+          pageSize: Math.max(1, Math.min(options.maxPageSize, buffer.freeSlots())),
+          includeSensitiveData: options.includeSensitiveData
+        })
+      ),
+      { onRetry: () => status.fetchRetries++ }
+    )
+
+    const refreshBuckets = supervisedForever(
+      status.fetching,
+      "Listing time buckets",
+      options.supervisionSchedule,
+      dataSource.timeBuckets({ refresh: true })
+    )
+
+    const waitLive = (untilMs: number) =>
+      Effect.gen(function* () {
+        const now = yield* Clock.currentTimeMillis
+        const timeout = Math.max(1, Math.min(options.liveWaitTimeoutMs, untilMs - now))
+        yield* notifier
+          .wait(Duration.millis(timeout))
+          .pipe(traced("DataPump.liveWait", { "flowcore.timeout_ms": timeout }))
+        status.notifier.lastProgressAt = yield* Clock.currentTimeMillis
+      })
+
+    if (stopBucket !== undefined && bucket > stopBucket) return
+
+    for (;;) {
+      yield* buffer.awaitSpace(options.refillFreeSlots)
+      status.fetchBucket = bucket
+      const fetchStartedAt = yield* Clock.currentTimeMillis
+      const page: EventPage = yield* fetchPage.pipe(traced("DataPump.fetchPage", { "flowcore.time_bucket": bucket }))
+      const fetchedAt = yield* Clock.currentTimeMillis
+      metrics.fetchDuration((fetchedAt - fetchStartedAt) / 1000)
+      const count = page.events.length
+      if (count > 0) {
+        yield* buffer.offer(page.events, page.sizeBytes)
+        const last = page.events[count - 1]
+        if (last !== undefined) {
+          afterEventId = last.eventId
+          status.lastFetchedEventId = last.eventId
+          const perEvent = page.sizeBytes === undefined ? 0 : page.sizeBytes / count
+          for (const event of page.events) metrics.pulled(event.eventType, 1, perEvent)
+          status.pulled += count
+          const lastParsed = TimeUuid.parse(last.eventId)
+          if (lastParsed instanceof TimeUuid) {
+            status.lagSeconds = Math.max(0, (fetchedAt - lastParsed.getDate().getTime()) / 1000)
+            metrics.lag(status.lagSeconds)
+          }
+        }
+      }
+      if (page.nextCursor !== undefined && page.nextCursor !== cursor) {
+        cursor = page.nextCursor
+        continue
+      }
+      cursor = undefined
+      // The bucket has nothing more right now.
+      if (stopAt !== undefined && stopBucket !== undefined && bucket >= stopBucket) {
+        if (fetchStartedAt >= stopAt + settle) return
+        setLive(true)
+        yield* waitLive(stopAt + settle)
+        continue
+      }
+      const bucketEnd = TimeBucket.endEpochMillis(bucket)
+      if (fetchStartedAt < bucketEnd + settle) {
+        // The bucket's hour is still open (or only just ended): this is the live edge.
+        setLive(true)
+        yield* waitLive(bucketEnd + settle)
+        continue
+      }
+      setLive(false)
+      const now = yield* Clock.currentTimeMillis
+      const currentHour = TimeBucket.fromDate(now)
+      const limit = stopBucket !== undefined && stopBucket < currentHour ? stopBucket : currentHour
+      let next = nextIn(buckets, bucket, limit)
+      if (next === undefined) {
+        // Never trust a stale list: buckets created since it was fetched would be skipped.
+        buckets = yield* refreshBuckets
+        next = nextIn(buckets, bucket, limit)
+      }
+      bucket = next ?? (limit > bucket ? limit : TimeBucket.next(bucket))
+      afterEventId = undefined
+    }
+  })
