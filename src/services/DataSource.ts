@@ -51,5 +51,7 @@ export class DataSource extends Context.Service<
       readonly refresh?: boolean | undefined
     }) => Effect.Effect<ReadonlyArray<TimeBucket>, DataSourceError>
     readonly fetchPage: (request: PageRequest) => Effect.Effect<EventPage, DataSourceError>
+    /** The tenant's id (a name-to-id lookup); sources that have no tenant ids leave it out. */
+    readonly tenantId?: Effect.Effect<string, DataSourceError> | undefined
   }
 >()("@flowcore/data-pump/DataSource") {}

@@ -1,0 +1,350 @@
+/**
+ * The real DataSource: Flowcore's REST API (protocol §2, §3) over `effect/http`. Names are translated to ids once,
+ * dedicated tenants are routed through the tenant instance lookup (cached 60 s), and every call is retried, timed out,
+ * counted and turned into a `DataSourceError` that never carries a credential.
+ */
+import { NodeHttpClient } from "@effect/platform-node"
+import { Cache, Duration, Effect, Exit, Layer, Schema } from "effect"
+import { HttpClient } from "effect/http"
+import type { FlowcoreConnection } from "../../domain/config.ts"
+import { DataSourceError, InvalidOptions } from "../../domain/errors.ts"
+import { validateEvents } from "../../domain/FlowcoreEvent.ts"
+import { type TimeBucket, TimeBucketSchema } from "../../domain/TimeBucket.ts"
+import { DataSource, type EventPage, type PageRequest, type ResolvedSource } from "../../services/DataSource.ts"
+import { PumpMetrics } from "../../services/PumpMetrics.ts"
+import { type CommandName, decodeBody, makeCommandRunner, type RetryPolicy } from "./HttpCommand.ts"
+
+export interface FlowcoreHttpOptions {
+  readonly connection: FlowcoreConnection
+  /** Per attempt, default 30 000 ms. */
+  readonly requestTimeoutMs?: number
+  /** Defaults: 250 ms base delay, 10 000 ms cap, 5 retries. */
+  readonly retry?: { readonly baseDelayMs?: number; readonly maxDelayMs?: number; readonly maxRetries?: number }
+  /** Page size of the time-bucket listing, default 10 000. */
+  readonly timeBucketPageSize?: number
+}
+
+/** Public hosts per command (protocol §2). */
+export const FlowcoreHosts = {
+  tenant: "https://tenant.api.flowcore.io",
+  dataCore: "https://data-core-2.api.flowcore.io",
+  flowType: "https://flow-type-2.api.flowcore.io",
+  eventType: "https://event-type-2.api.flowcore.io",
+  eventSource: "https://event-source.api.flowcore.io"
+} as const
+
+const TENANT_INSTANCE_TTL = Duration.seconds(60)
+
+const Named = Schema.Struct({ id: Schema.String, name: Schema.String })
+const NamedList = Schema.Array(Named)
+
+const TenantInstance = Schema.Struct({
+  isDedicated: Schema.Boolean,
+  instance: Schema.optionalKey(Schema.NullOr(Schema.Struct({ domain: Schema.optionalKey(Schema.String) })))
+})
+
+const TimeBucketPage = Schema.Struct({
+  timeBuckets: Schema.Array(TimeBucketSchema),
+  nextCursor: Schema.optionalKey(Schema.Number)
+})
+
+/** `events` stays unknown here: `validateEvents` checks it in place without copying the page. */
+const EventListPage = Schema.Struct({
+  events: Schema.Unknown,
+  nextCursor: Schema.optionalKey(Schema.String)
+})
+
+/** A dedicated domain is spliced into a URL, so only host characters (and a port) are accepted. */
+const HOST_PATTERN = /^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::\d{1,5})?$/
+
+interface Settings {
+  readonly requestTimeoutMs: number
+  readonly retry: RetryPolicy
+  readonly timeBucketPageSize: number
+  readonly baseUrl: string | undefined
+}
+
+const positiveInt = (field: string, value: number | undefined, fallback: number, min = 1): number => {
+  if (value === undefined) return fallback
+  if (!Number.isInteger(value) || value < min) {
+    throw InvalidOptions.of(field, value, `an integer >= ${min}`)
+  }
+  return value
+}
+
+const normaliseBaseUrl = (value: string | undefined): string | undefined => {
+  if (value === undefined) return undefined
+  let url: URL
+  try {
+    url = new URL(value)
+  } catch {
+    throw InvalidOptions.of("baseUrlOverride", value, "an absolute http(s) URL such as http://127.0.0.1:8080")
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw InvalidOptions.of("baseUrlOverride", value, "an absolute http(s) URL such as http://127.0.0.1:8080")
+  }
+  // The override is a prefix for every path (as in the SDK), so a trailing slash would double up.
+  return `${url.origin}${url.pathname}`.replace(/\/+$/, "")
+}
+
+const settingsOf = (options: FlowcoreHttpOptions): Settings => {
+  const baseDelayMs = positiveInt("retry.baseDelayMs", options.retry?.baseDelayMs, 250)
+  const maxDelayMs = positiveInt("retry.maxDelayMs", options.retry?.maxDelayMs, 10_000)
+  if (maxDelayMs < baseDelayMs) {
+    throw InvalidOptions.of("retry.maxDelayMs", maxDelayMs, `an integer >= retry.baseDelayMs (${baseDelayMs})`)
+  }
+  return {
+    requestTimeoutMs: positiveInt("requestTimeoutMs", options.requestTimeoutMs, 30_000),
+    retry: { baseDelayMs, maxDelayMs, maxRetries: positiveInt("retry.maxRetries", options.retry?.maxRetries, 5, 0) },
+    timeBucketPageSize: positiveInt("timeBucketPageSize", options.timeBucketPageSize, 10_000),
+    baseUrl: normaliseBaseUrl(options.connection.baseUrlOverride)
+  }
+}
+
+/** Caches a lookup that succeeded (forever, or for `ttl`) but never a failure, so the next call tries again. */
+const successCache = <K, A>(lookup: (key: K) => Effect.Effect<A, DataSourceError>, ttl: Duration.Duration) =>
+  Cache.makeWith(lookup, {
+    capacity: 64,
+    timeToLive: (exit) => (Exit.isSuccess(exit) ? ttl : Duration.zero)
+  })
+
+const notFound = (command: CommandName, message: string) =>
+  new DataSourceError({ command, kind: "NotFound", retryable: false, message: `${command}: ${message}` })
+
+const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
+  // The layer cannot fail (its signature), so an invalid option is a defect: an InvalidOptions naming the field.
+  const settings = yield* Effect.sync(() => settingsOf(options))
+  const { connection } = options
+  const { source } = connection
+  const client = yield* HttpClient.HttpClient
+  const metrics = yield* PumpMetrics
+  const runner = makeCommandRunner({
+    client,
+    auth: connection.auth,
+    metrics,
+    requestTimeoutMs: settings.requestTimeoutMs,
+    retry: settings.retry
+  })
+  const origin = (publicHost: string) => settings.baseUrl ?? publicHost
+
+  const firstByName = Effect.fnUntraced(function* (
+    command: CommandName,
+    url: string,
+    params: ReadonlyArray<readonly [string, string]>,
+    describe: string
+  ) {
+    const body = yield* runner.get(command, url, params)
+    const list = yield* decodeBody(command, body, NamedList)
+    const first = list[0]
+    if (first === undefined) return yield* notFound(command, `${describe} does not exist`)
+    return first
+  })
+
+  const translate = Effect.gen(function* () {
+    const dataCore = yield* firstByName(
+      "DataCoreFetch",
+      `${origin(FlowcoreHosts.dataCore)}/api/v1/data-cores`,
+      [
+        ["tenant", source.tenant],
+        ["name", source.dataCore]
+      ],
+      `data core "${source.dataCore}" in tenant "${source.tenant}"`
+    )
+    const flowType = yield* firstByName(
+      "FlowTypeFetch",
+      `${origin(FlowcoreHosts.flowType)}/api/v1/flow-types`,
+      [
+        ["dataCoreId", dataCore.id],
+        ["name", source.flowType]
+      ],
+      `flow type "${source.flowType}" in data core "${source.dataCore}" (${dataCore.id}) of tenant "${source.tenant}"`
+    )
+    const body = yield* runner.get("EventTypeList", `${origin(FlowcoreHosts.eventType)}/api/v1/event-types`, [
+      ["flowTypeId", flowType.id]
+    ])
+    const eventTypes = yield* decodeBody("EventTypeList", body, NamedList)
+    const idByName = new Map(eventTypes.map((eventType) => [eventType.name, eventType.id]))
+    const missing = source.eventTypes.filter((name) => !idByName.has(name))
+    if (missing.length > 0) {
+      const existing = eventTypes.length === 0 ? "none" : eventTypes.map((e) => JSON.stringify(e.name)).join(", ")
+      return yield* notFound(
+        "EventTypeList",
+        `event type(s) ${missing.map((n) => JSON.stringify(n)).join(", ")} not found in flow type ` +
+          `"${source.flowType}" (${flowType.id}); existing event types: ${existing}`
+      )
+    }
+    return {
+      tenant: source.tenant,
+      dataCore: source.dataCore,
+      dataCoreId: dataCore.id,
+      flowType: source.flowType,
+      flowTypeId: flowType.id,
+      eventTypes: source.eventTypes,
+      eventTypeIds: source.eventTypes.map((name) => idByName.get(name) as string)
+    } satisfies ResolvedSource
+  }).pipe(
+    Effect.withSpan("FlowcoreHttp.resolve", {
+      attributes: { "flowcore.flow_type": source.flowType, "flowcore.event_type_count": source.eventTypes.length }
+    })
+  )
+
+  const untranslated: ResolvedSource = {
+    tenant: source.tenant,
+    dataCore: source.dataCore,
+    dataCoreId: source.dataCore,
+    flowType: source.flowType,
+    flowTypeId: source.flowType,
+    eventTypes: source.eventTypes,
+    eventTypeIds: source.eventTypes
+  }
+
+  const resolveCache = yield* successCache((_: "source") => translate, Duration.infinity)
+  const resolve: Effect.Effect<ResolvedSource, DataSourceError> = connection.noTranslation
+    ? Effect.succeed(untranslated)
+    : Cache.get(resolveCache, "source")
+
+  const lookupEventSourceOrigin = Effect.fnUntraced(function* (tenant: string) {
+    const body = yield* runner
+      .get(
+        "TenantInstanceFetch",
+        `${origin(FlowcoreHosts.tenant)}/api/v1/tenants/by-name/${encodeURIComponent(tenant)}/instance`,
+        []
+      )
+      .pipe(
+        Effect.mapError((error) =>
+          error.status === 404 ? notFound("TenantInstanceFetch", `tenant "${tenant}" does not exist (HTTP 404)`) : error
+        )
+      )
+    const result = yield* decodeBody("TenantInstanceFetch", body, TenantInstance)
+    if (!result.isDedicated) return origin(FlowcoreHosts.eventSource)
+    const domain = result.instance?.domain
+    if (domain === undefined || domain === "") {
+      return yield* notFound(
+        "TenantInstanceFetch",
+        `tenant "${tenant}" is dedicated but has no dedicated domain configured`
+      )
+    }
+    if (!HOST_PATTERN.test(domain)) {
+      return yield* new DataSourceError({
+        command: "TenantInstanceFetch",
+        kind: "Decode",
+        retryable: false,
+        message: `TenantInstanceFetch: tenant "${tenant}" has dedicated domain ${JSON.stringify(domain.slice(0, 100))}, which is not a host name`
+      })
+    }
+    // With an override the lookup is still made and validated (as the SDK does), but the override stays the origin:
+    // it exists precisely to point every call at one server (the emulator, a proxy), dedicated tenant or not.
+    return settings.baseUrl ?? `https://event-source.${domain}`
+  })
+  const instanceCache = yield* successCache(lookupEventSourceOrigin, TENANT_INSTANCE_TTL)
+  const eventSourceOrigin: Effect.Effect<string, DataSourceError> = connection.directMode
+    ? Effect.succeed(origin(FlowcoreHosts.eventSource))
+    : Cache.get(instanceCache, source.tenant)
+
+  const listTimeBuckets = Effect.gen(function* () {
+    const resolved = yield* resolve
+    const base = yield* eventSourceOrigin
+    const typeParams = resolved.eventTypeIds.map((id) => ["eventTypeId", id] as const)
+    const pageSize = String(settings.timeBucketPageSize)
+    const buckets: Array<TimeBucket> = []
+    let cursor: number | undefined
+    let pages = 0
+    while (true) {
+      const params: Array<readonly [string, string]> = [...typeParams, ["pageSize", pageSize]]
+      if (cursor !== undefined) params.push(["cursor", String(cursor)])
+      const body = yield* runner.get("TimeBucketList", `${base}/api/v1/time-buckets`, params)
+      const page = yield* decodeBody("TimeBucketList", body, TimeBucketPage)
+      pages++
+      for (const bucket of page.timeBuckets) buckets.push(bucket)
+      const next = page.nextCursor
+      if (next === undefined) break
+      // A server cursor that does not move forward would page forever (protocol §11.21): keep what we have.
+      if (next <= 0 || (cursor !== undefined && next <= cursor)) {
+        yield* Effect.logWarning(
+          `TimeBucketList: server returned nextCursor ${next} after cursor ${cursor ?? "none"}; ` +
+            "treating it as the end of the list"
+        )
+        break
+      }
+      cursor = next
+    }
+    buckets.sort()
+    const unique = buckets.filter((bucket, i) => i === 0 || bucket !== buckets[i - 1])
+    yield* Effect.annotateCurrentSpan({ "flowcore.time_bucket_count": unique.length, "flowcore.page_count": pages })
+    return unique as ReadonlyArray<TimeBucket>
+  })
+  const bucketCache = yield* successCache((_: "buckets") => listTimeBuckets, Duration.infinity)
+
+  const timeBuckets = Effect.fn("FlowcoreHttp.timeBuckets")(function* (request?: {
+    readonly refresh?: boolean | undefined
+  }) {
+    yield* Effect.annotateCurrentSpan({
+      "flowcore.flow_type": source.flowType,
+      "flowcore.event_type_count": source.eventTypes.length,
+      "flowcore.refresh": request?.refresh === true
+    })
+    if (request?.refresh === true) yield* Cache.invalidate(bucketCache, "buckets")
+    return yield* Cache.get(bucketCache, "buckets")
+  })
+
+  const fetchPage = Effect.fn("FlowcoreHttp.fetchPage")(function* (request: PageRequest) {
+    yield* Effect.annotateCurrentSpan({
+      "flowcore.flow_type": source.flowType,
+      "flowcore.event_type_count": source.eventTypes.length,
+      "flowcore.time_bucket": request.timeBucket,
+      "flowcore.page_size": request.pageSize
+    })
+    const resolved = yield* resolve
+    const base = yield* eventSourceOrigin
+    const cursor = request.cursor === "" ? undefined : request.cursor
+    const params: Array<readonly [string, string]> = resolved.eventTypeIds.map((id) => ["eventTypeId", id] as const)
+    params.push(["timeBucket", request.timeBucket])
+    if (cursor !== undefined) params.push(["cursor", cursor])
+    params.push(["pageSize", String(request.pageSize)])
+    if (cursor === undefined && request.afterEventId !== undefined) params.push(["afterEventId", request.afterEventId])
+    if (request.toEventId !== undefined) params.push(["toEventId", request.toEventId])
+    if (request.includeSensitiveData === true) params.push(["includeSensitiveData", "true"])
+    const body = yield* runner.get("EventList", `${base}/api/v1/events`, params)
+    const page = yield* decodeBody("EventList", body, EventListPage)
+    const events = yield* validateEvents("EventList", page.events)
+    yield* Effect.annotateCurrentSpan({
+      "flowcore.event_count": events.length,
+      "flowcore.has_next_cursor": page.nextCursor !== undefined
+    })
+    return {
+      events,
+      nextCursor: page.nextCursor === "" ? undefined : page.nextCursor,
+      sizeBytes: body.bytes
+    } satisfies EventPage
+  })
+
+  const translateTenant = Effect.gen(function* () {
+    const body = yield* runner
+      .get(
+        "TenantTranslateNameToId",
+        `${origin(FlowcoreHosts.tenant)}/api/v1/tenants/translate-name-to-id/${encodeURIComponent(source.tenant)}`,
+        []
+      )
+      .pipe(
+        Effect.mapError((error) =>
+          error.status === 404
+            ? notFound("TenantTranslateNameToId", `tenant "${source.tenant}" does not exist (HTTP 404)`)
+            : error
+        )
+      )
+    return (yield* decodeBody("TenantTranslateNameToId", body, Named)).id
+  })
+  const tenantIdCache = yield* successCache((_: "tenant") => translateTenant, Duration.infinity)
+
+  return DataSource.of({ resolve, timeBuckets, fetchPage, tenantId: Cache.get(tenantIdCache, "tenant") })
+})
+
+export const FlowcoreHttp: {
+  /** Needs an HttpClient (effect/http) and PumpMetrics (to count commands). */
+  readonly layer: (options: FlowcoreHttpOptions) => Layer.Layer<DataSource, never, HttpClient.HttpClient | PumpMetrics>
+  /** Same, with the Node HTTP client from @effect/platform-node (keep-alive connection reuse) provided. */
+  readonly layerNode: (options: FlowcoreHttpOptions) => Layer.Layer<DataSource, never, PumpMetrics>
+} = {
+  layer: (options) => Layer.effect(DataSource, make(options)),
+  layerNode: (options) => Layer.effect(DataSource, make(options)).pipe(Layer.provide(NodeHttpClient.layerUndici))
+}
