@@ -5,7 +5,15 @@
 // Promise facade (the original README's API)
 export { FlowcoreDataPump } from "./compat/FlowcoreDataPump.ts"
 export { FlowcoreDataSource, type FlowcoreEventPage } from "./compat/FlowcoreDataSource.ts"
-export { flowcoreSourceLayer, loggingLayer, makeConnection, notifierLayer, runLayer } from "./compat/layers.ts"
+export {
+  type FlowcoreConnectionInput,
+  flowcoreLayer,
+  flowcoreSourceLayer,
+  loggingLayer,
+  makeConnection,
+  notifierLayer,
+  runLayer
+} from "./compat/layers.ts"
 export type {
   FlowcoreDataPumpAuth,
   FlowcoreDataPumpDataSource,

@@ -78,3 +78,15 @@ export const loggingLayer = (logger: FlowcoreLogger | undefined): Layer.Layer<ne
   logger === undefined
     ? Layer.succeed(References.MinimumLogLevel, "Warn")
     : Layer.mergeAll(Logger.layer([userLogger(logger)]), Layer.succeed(References.MinimumLogLevel, "Debug"))
+
+/**
+ * Everything a pump needs against Flowcore except the state store: HTTP data source, metrics, the notifier the
+ * options name (WebSocket by default) and the buffer. Provide a StateStore layer beside it.
+ */
+export const flowcoreLayer = (
+  input: FlowcoreConnectionInput & { readonly notifier?: FlowcoreDataPumpNotifierOptions | undefined }
+): Layer.Layer<DataSource | PumpMetrics | Notifier | EventBuffer, InvalidOptions> =>
+  Layer.unwrap(
+    Effect.map(makeConnection(input), (connection) =>
+      runLayer(connection, input.notifier).pipe(Layer.provideMerge(flowcoreSourceLayer(connection))))
+  )

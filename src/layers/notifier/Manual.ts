@@ -30,10 +30,11 @@ export class ManualNotifier extends Context.Service<
       }
       const notifier = Notifier.of({
         name: "manual",
-        wait: (timeout) => Effect.suspend(() => {
-          waits++
-          return latch.wait(timeout)
-        }),
+        wait: (timeout) =>
+          Effect.suspend(() => {
+            waits++
+            return latch.wait(timeout)
+          }),
         status: Effect.sync(() => ({ ...status, lastNotificationAt }))
       })
       const manual = ManualNotifier.of({

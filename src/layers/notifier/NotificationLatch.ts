@@ -3,7 +3,7 @@
  * returns at once; one that arrives during a wait wakes every waiter. Callbacks from sockets call `notifyUnsafe`
  * synchronously, so no notification can slip between a wait returning and the next one starting.
  */
-import { Deferred, Duration, Effect } from "effect"
+import { Deferred, type Duration, Effect } from "effect"
 import type { WakeReason } from "../../services/Notifier.ts"
 
 export interface NotificationLatch {
@@ -21,8 +21,10 @@ export const makeNotificationLatch = (): NotificationLatch => {
       pending = true
       return
     }
-    for (const waiter of waiters) Deferred.doneUnsafe(waiter, Effect.void)
+    // Copy first: a woken fiber may start its next wait synchronously, and that wait needs a notification of its own.
+    const woken = [...waiters]
     waiters.clear()
+    for (const waiter of woken) Deferred.doneUnsafe(waiter, Effect.void)
   }
 
   const wait = (timeout: Duration.Input): Effect.Effect<WakeReason> =>
