@@ -199,13 +199,11 @@ export class TimeUuid {
 
   toString(): string {
     if (this.#string === undefined) {
-      const h = this.bytes.reduce<Array<string>>((acc, byte) => {
-        acc.push(HEX[byte] as string)
-        return acc
-      }, [])
-      this.#string = `${h.slice(0, 4).join("")}-${h.slice(4, 6).join("")}-${h.slice(6, 8).join("")}-${h
-        .slice(8, 10)
-        .join("")}-${h.slice(10).join("")}`
+      const b = this.bytes
+      const h = (i: number) => HEX[b[i] as number] as string
+      this.#string = `${h(0)}${h(1)}${h(2)}${h(3)}-${h(4)}${h(5)}-${h(6)}${h(7)}-${h(8)}${h(9)}-${h(10)}${h(11)}${h(12)}${h(
+        13
+      )}${h(14)}${h(15)}`
     }
     return this.#string
   }

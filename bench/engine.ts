@@ -1,0 +1,73 @@
+/**
+ * Engine throughput: events per second from the InMemory source through the buffer and the processor to a no-op
+ * handler, for bufferSize × concurrency × handler shape, with peak RSS. Prints a table; asserts nothing.
+ *
+ *   npm run bench:engine            (EVENTS=200000 by default)
+ */
+import { Effect, Layer } from "effect"
+import { EventBufferLive } from "../src/layers/buffer/EventBufferLive.ts"
+import { InMemoryDataSource, type InMemoryEventInput } from "../src/layers/dataSource/InMemory.ts"
+import { ManualNotifier } from "../src/layers/notifier/Manual.ts"
+import { MemoryStateStore } from "../src/layers/stateStore/Memory.ts"
+import * as DataPump from "../src/pump/DataPump.ts"
+import { PumpMetrics } from "../src/services/PumpMetrics.ts"
+
+const EVENTS = Number(process.env.EVENTS ?? 200_000)
+const HOUR = 3_600_000
+const start = Date.now() - 6 * HOUR
+const events: Array<InMemoryEventInput> = Array.from({ length: EVENTS }, (_, i) => ({
+  eventType: "created",
+  payload: { n: i },
+  at: start + Math.floor((i * 4 * HOUR) / EVENTS)
+}))
+
+const layers = Layer.mergeAll(
+  InMemoryDataSource.layer({ events, eventTypes: ["created"] }),
+  ManualNotifier.layer,
+  MemoryStateStore.layer({
+    timeBucket: new Date(start).toISOString().replace(/\D/g, "").slice(0, 10) + "0000"
+  } as never),
+  EventBufferLive.pipe(Layer.provide(PumpMetrics.none)),
+  PumpMetrics.none
+)
+
+const measure = async (bufferSize: number, concurrency: number, shape: "batch" | "event") => {
+  let handled = 0
+  const processor =
+    shape === "batch"
+      ? {
+          concurrency,
+          handler: (batch: ReadonlyArray<unknown>) =>
+            Effect.sync(() => {
+              handled += batch.length
+            })
+        }
+      : {
+          concurrency,
+          handleEvent: () =>
+            Effect.sync(() => {
+              handled++
+            })
+        }
+  const began = performance.now()
+  await Effect.runPromise(
+    DataPump.run({ bufferSize, stopAt: new Date(start + 5 * HOUR), rolloverSettleMs: 0, processor }).pipe(
+      Effect.provide(layers)
+    )
+  )
+  const seconds = (performance.now() - began) / 1000
+  if (handled !== EVENTS) throw new Error(`handled ${handled} of ${EVENTS}`)
+  return Math.round(EVENTS / seconds)
+}
+
+const rows: Array<string> = []
+for (const shape of ["batch", "event"] as const) {
+  for (const bufferSize of [100, 1_000, 10_000]) {
+    for (const concurrency of [1, 10, 100]) {
+      const rate = await measure(bufferSize, concurrency, shape)
+      const rssMb = Math.round(process.memoryUsage().rss / 1e6)
+      rows.push(`| ${shape} | ${bufferSize} | ${concurrency} | ${rate.toLocaleString("en")} | ${rssMb} |`)
+      console.log(rows[rows.length - 1])
+    }
+  }
+}

@@ -1,0 +1,127 @@
+/**
+ * HTTP throughput: events per second from the emulator through FlowcoreHttp and the engine to a no-op handler,
+ * beside the ceiling — a plain loop paging the same emulator with fetch + JSON.parse — in the same run.
+ * Prints a markdown table; asserts nothing.
+ *
+ *   npm run bench:http                 (EVENTS=100000 by default)
+ */
+import { Effect, Layer } from "effect"
+import { type Emulator, start } from "../src/emulator/index.ts"
+import { DataPump, flowcoreLayer, MemoryStateStore, TimeBucket } from "../src/index.ts"
+
+const EVENTS = Number(process.env.EVENTS ?? 100_000)
+const HOUR = 3_600_000
+const source = { tenant: "bench", dataCore: "bench-dc", flowType: "bench.0", eventTypes: ["bench.created.0"] }
+const KEY = "fc_emulator_secret"
+
+const emulator: Emulator = await start()
+const first = Date.now() - 6 * HOUR
+emulator.ingestMany(
+  Array.from({ length: EVENTS }, (_, i) => ({
+    ...source,
+    eventType: "bench.created.0",
+    payload: { n: i, text: "a modest payload of some forty characters" },
+    eventTime: new Date(first + Math.floor((i * 5 * HOUR) / EVENTS))
+  }))
+)
+const ids = emulator.ids(source.tenant, source.dataCore, source.flowType)
+const eventTypeId = ids.eventTypeIds["bench.created.0"] as string
+const buckets = Array.from({ length: 6 }, (_, h) => TimeBucket.fromDate(first + h * HOUR))
+const stopAt = new Date(first + 5 * HOUR + 1)
+
+let peakRss = 0
+const sampler = setInterval(() => {
+  peakRss = Math.max(peakRss, process.memoryUsage().rss)
+}, 20)
+const resetPeak = () => {
+  global.gc?.()
+  peakRss = process.memoryUsage().rss
+}
+
+/** The ceiling: page every bucket with fetch and JSON.parse, nothing else. */
+const ceiling = async (pageSize: number) => {
+  resetPeak()
+  const began = performance.now()
+  let count = 0
+  for (const bucket of buckets) {
+    let cursor: string | undefined
+    do {
+      const params = new URLSearchParams({ eventTypeId, timeBucket: bucket, pageSize: String(pageSize) })
+      if (cursor !== undefined) params.set("cursor", cursor)
+      const response = await fetch(`${emulator.url}/api/v1/events?${params}`, {
+        headers: { authorization: `ApiKey emulator:${KEY}` }
+      })
+      const page = JSON.parse(await response.text()) as { events: Array<unknown>; nextCursor?: string }
+      count += page.events.length
+      cursor = page.nextCursor
+    } while (cursor !== undefined)
+  }
+  if (count !== EVENTS) throw new Error(`ceiling read ${count} of ${EVENTS}`)
+  return { rate: EVENTS / ((performance.now() - began) / 1000), rss: peakRss }
+}
+
+const services = Layer.mergeAll(
+  flowcoreLayer({
+    auth: { apiKey: KEY },
+    dataSource: source,
+    baseUrlOverride: emulator.url,
+    notifier: { type: "poller", intervalMs: 1000 }
+  }),
+  MemoryStateStore.layer({ timeBucket: buckets[0] as TimeBucket.TimeBucket })
+)
+
+const pump = async (bufferSize: number, concurrency: number, slowMs: number) => {
+  let handled = 0
+  const processor = slowMs > 0
+    ? {
+      concurrency,
+      handleEvent: () =>
+        Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, slowMs))).pipe(
+          Effect.andThen(
+            Effect.sync(() => {
+              handled++
+            })
+          )
+        )
+    }
+    : {
+      concurrency,
+      handler: (events: ReadonlyArray<unknown>) =>
+        Effect.sync(() => {
+          handled += events.length
+        })
+    }
+  resetPeak()
+  let began = 0
+  await Effect.runPromise(
+    Effect.gen(function*() {
+      began = performance.now()
+      yield* DataPump.run({ bufferSize, stopAt, rolloverSettleMs: 0, processor })
+    }).pipe(Effect.provide(services))
+  )
+  if (handled !== EVENTS) throw new Error(`pump handled ${handled} of ${EVENTS}`)
+  return { rate: EVENTS / ((performance.now() - began) / 1000), rss: peakRss }
+}
+
+const fmt = (n: number) => Math.round(n).toLocaleString("en")
+const mb = (n: number) => Math.round(n / 1e6)
+
+const top = await ceiling(1000)
+console.log(`ceiling (fetch + JSON.parse, pageSize 1000): ${fmt(top.rate)} events/s, peak RSS ${mb(top.rss)} MB`)
+console.log("")
+console.log("| bufferSize | concurrency | handler | events/s | × ceiling | peak RSS MB |")
+console.log("| --- | --- | --- | --- | --- | --- |")
+for (const bufferSize of [100, 1_000, 10_000]) {
+  for (const concurrency of [1, 10, 100]) {
+    const result = await pump(bufferSize, concurrency, 0)
+    console.log(
+      `| ${bufferSize} | ${concurrency} | no-op batch | ${fmt(result.rate)} | ${(result.rate / top.rate).toFixed(2)} | ${
+        mb(result.rss)
+      } |`
+    )
+  }
+}
+const slow = await pump(1_000, 100, 1)
+console.log(`| 1000 | 100 | 1 ms per event | ${fmt(slow.rate)} | ${(slow.rate / top.rate).toFixed(2)} | ${mb(slow.rss)} |`)
+clearInterval(sampler)
+await emulator.close()
