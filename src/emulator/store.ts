@@ -5,18 +5,8 @@
  */
 import type { FlowcoreEvent } from "../domain/FlowcoreEvent.ts"
 
-/** The nine fields of protocol §4, in wire order. */
-export interface StoredEvent extends FlowcoreEvent {
-  readonly eventId: string
-  readonly timeBucket: string
-  readonly tenant: string
-  readonly dataCoreId: string
-  readonly flowType: string
-  readonly eventType: string
-  readonly metadata: Readonly<Record<string, unknown>>
-  readonly payload: Readonly<Record<string, unknown>>
-  readonly validTime: string
-}
+/** The nine fields of protocol §4, serialized in wire order. */
+export type StoredEvent = FlowcoreEvent
 
 export interface Keyed {
   readonly key: string

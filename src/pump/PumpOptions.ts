@@ -2,7 +2,8 @@
  * The engine's options, their defaults, and their validation. Every invalid value fails with `InvalidOptions` naming
  * the option, the value received and what is allowed.
  */
-import { Duration, Effect, Schedule } from "effect"
+import { Effect, type Schedule } from "effect"
+import { cappedBackoff } from "../domain/backoff.ts"
 import { InvalidOptions } from "../domain/errors.ts"
 import type { FlowcoreEvent } from "../domain/FlowcoreEvent.ts"
 
@@ -90,13 +91,6 @@ export interface ResolvedOptions<R> {
   readonly checkpointIntervalMs: number
   readonly supervisionSchedule: Schedule.Schedule<unknown, unknown>
 }
-
-/** Exponential backoff, jittered, with the cap applied after the jitter (so the cap is never exceeded). */
-export const cappedBackoff = (baseDelayMs: number, maxDelayMs: number): Schedule.Schedule<unknown, unknown> =>
-  Schedule.min([
-    Schedule.exponential(Duration.millis(baseDelayMs)).pipe(Schedule.jittered),
-    Schedule.spaced(Duration.millis(maxDelayMs))
-  ]) as Schedule.Schedule<unknown, unknown>
 
 const integer = (field: string, value: unknown, fallback: number, min: number, allowed: string) =>
   value === undefined

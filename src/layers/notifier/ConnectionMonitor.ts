@@ -3,7 +3,9 @@
  * outage/recovery logging (one Warning per outage, one Info on recovery, however many attempts lie between) and the
  * reconnect metric. Connection code only reports what happened; this decides what to log and count.
  */
-import { Clock, Duration, Effect, Schedule } from "effect"
+import { Clock, type Duration, Effect, type Schedule } from "effect"
+import { cappedBackoff } from "../../domain/backoff.ts"
+import type { NotifierError } from "../../domain/errors.ts"
 import type { NotifierStatus, WakeReason } from "../../services/Notifier.ts"
 import type { PumpMetricsRecorder } from "../../services/PumpMetrics.ts"
 import { makeNotificationLatch } from "./NotificationLatch.ts"
@@ -83,8 +85,28 @@ export const makeConnectionMonitor = (notifier: string, metrics: PumpMetricsReco
   }
 }
 
-/** Exponential backoff with jitter, capped after the jitter so no delay ever exceeds `maxDelayMs`; recurs forever. */
-export const reconnectBackoff = (baseDelayMs: number, maxDelayMs: number) =>
-  Schedule.exponential(Duration.millis(baseDelayMs)).pipe(Schedule.jittered, (schedule) =>
-    Schedule.min([schedule, Schedule.spaced(Duration.millis(maxDelayMs))])
+/** Reconnect delays: the shared capped, jittered exponential backoff; recurs forever. */
+export const reconnectBackoff = cappedBackoff
+
+/**
+ * Runs a connection session forever: a session that ends (peer closed) or fails is reported to the monitor and
+ * started again after the backoff. A throw from the client library is treated like any failure, so the loop can
+ * never die silently.
+ */
+export const runConnectionLoop = <R>(
+  session: Effect.Effect<string, NotifierError, R>,
+  monitor: ConnectionMonitor,
+  backoff: Schedule.Schedule<unknown, unknown>,
+  toError: (message: string, cause: unknown) => NotifierError
+): Effect.Effect<never, never, R> =>
+  session.pipe(
+    Effect.catchDefect((defect) =>
+      Effect.fail(toError(`unexpected error: ${defect instanceof Error ? defect.message : String(defect)}`, defect))
+    ),
+    Effect.tap((reason) => monitor.disconnected(reason)),
+    Effect.tapError((error) => monitor.disconnected(error.message)),
+    Effect.retry(backoff),
+    Effect.forever,
+    // The backoff never ends, so this is unreachable; it only tells the type system so.
+    Effect.orDie
   )

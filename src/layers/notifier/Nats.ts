@@ -9,7 +9,12 @@ import { NotifierError } from "../../domain/errors.ts"
 import { DataSource, type ResolvedSource } from "../../services/DataSource.ts"
 import { Notifier } from "../../services/Notifier.ts"
 import { PumpMetrics } from "../../services/PumpMetrics.ts"
-import { type ConnectionMonitor, makeConnectionMonitor, reconnectBackoff } from "./ConnectionMonitor.ts"
+import {
+  type ConnectionMonitor,
+  makeConnectionMonitor,
+  reconnectBackoff,
+  runConnectionLoop
+} from "./ConnectionMonitor.ts"
 
 export interface NatsNotifierOptions {
   readonly servers: string | ReadonlyArray<string>
@@ -131,15 +136,7 @@ const make = Effect.fnUntraced(function* (options: NatsNotifierOptions) {
     })
   )
 
-  yield* session.pipe(
-    // A throw from the client library must not end the loop for good: it is retried like any failure.
-    Effect.catchDefect((defect) => Effect.fail(fail(`unexpected error: ${errorText(defect)}`, defect))),
-    Effect.tap((reason) => monitor.disconnected(reason)),
-    Effect.tapError((error) => monitor.disconnected(error.message)),
-    Effect.retry(backoff),
-    Effect.forever,
-    Effect.forkScoped
-  )
+  yield* runConnectionLoop(session, monitor, backoff, fail).pipe(Effect.forkScoped)
 
   return Notifier.of({ name: NOTIFIER, wait: monitor.wait, status: monitor.status })
 })

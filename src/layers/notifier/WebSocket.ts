@@ -10,7 +10,12 @@ import { NotifierError } from "../../domain/errors.ts"
 import { DataSource, type ResolvedSource } from "../../services/DataSource.ts"
 import { Notifier } from "../../services/Notifier.ts"
 import { PumpMetrics } from "../../services/PumpMetrics.ts"
-import { type ConnectionMonitor, makeConnectionMonitor, reconnectBackoff } from "./ConnectionMonitor.ts"
+import {
+  type ConnectionMonitor,
+  makeConnectionMonitor,
+  reconnectBackoff,
+  runConnectionLoop
+} from "./ConnectionMonitor.ts"
 
 export interface WebSocketNotifierOptions {
   readonly connection: FlowcoreConnection
@@ -253,17 +258,7 @@ const make = Effect.fnUntraced(function* (options: WebSocketNotifierOptions) {
     })
   )
 
-  yield* session.pipe(
-    // A throw from the ws library must not end the loop for good: it is retried like any failure.
-    Effect.catchDefect((defect) =>
-      Effect.fail(fail(`unexpected error: ${defect instanceof Error ? defect.message : String(defect)}`, defect))
-    ),
-    Effect.tap((reason) => monitor.disconnected(reason)),
-    Effect.tapError((error) => monitor.disconnected(error.message)),
-    Effect.retry(backoff),
-    Effect.forever,
-    Effect.forkScoped
-  )
+  yield* runConnectionLoop(session, monitor, backoff, fail).pipe(Effect.forkScoped)
 
   return Notifier.of({ name: NOTIFIER, wait: monitor.wait, status: monitor.status })
 })
