@@ -88,5 +88,6 @@ export const flowcoreLayer = (
 ): Layer.Layer<DataSource | PumpMetrics | Notifier | EventBuffer, InvalidOptions> =>
   Layer.unwrap(
     Effect.map(makeConnection(input), (connection) =>
-      runLayer(connection, input.notifier).pipe(Layer.provideMerge(flowcoreSourceLayer(connection))))
+      runLayer(connection, input.notifier).pipe(Layer.provideMerge(flowcoreSourceLayer(connection)))
+    )
   )

@@ -7,62 +7,113 @@ import { describeValue, InvalidOptions } from "../domain/errors.ts"
 import type { FlowcoreEvent } from "../domain/FlowcoreEvent.ts"
 import type { PumpStateInput } from "../domain/PumpState.ts"
 
+/*
+ * Schema words a failure after the part that failed: the base type ("Expected number | undefined"), one check ("Expected
+ * an integer") or the key ("Missing key"). Every field below carries one description for all three, so the error's
+ * "allowed" always reads the same for a field, whatever was wrong with it.
+ */
+
+/** A required field: a wrong type, a failed check and a missing key all read "Expected <expected>". */
+const required = <S extends Schema.Top>(schema: S, expected: string) =>
+  Schema.Union([schema])
+    .annotate({ expected })
+    .pipe(Schema.annotateKey({ messageMissingKey: `Expected ${expected}` }))
+
+/** An optional field (absent or `undefined` are fine); anything else reads "Expected <expected>". */
+const optional = <S extends Schema.Top>(schema: S, expected: string) =>
+  Schema.optionalKey(Schema.UndefinedOr(schema).annotate({ expected }))
+
 const Fn = Schema.declare(Predicate.isFunction, { expected: "a function" })
-const NonEmpty = Schema.String.check(Schema.isMinLength(1)).annotate({ expected: "a non-empty string" })
-const Int = (min: number) =>
-  Schema.Number.check(Schema.isInt(), Schema.isGreaterThanOrEqualTo(min)).annotate({ expected: `an integer >= ${min}` })
+const fn = () => required(Fn, "a function")
+const NonEmptyString = Schema.String.check(Schema.isMinLength(1, { expected: "a non-empty string" }))
+const nonEmpty = () => required(NonEmptyString, "a non-empty string")
 
-const Auth = Schema.Union([
-  Schema.Struct({ apiKey: NonEmpty, apiKeyId: Schema.optional(NonEmpty) }),
-  Schema.Struct({ getBearerToken: Fn })
-]).annotate({ expected: "{ apiKey, apiKeyId? } or { getBearerToken }" })
+const intAtLeast = (min: number, expected: string) =>
+  optional(Schema.Number.check(Schema.isInt({ expected }), Schema.isGreaterThanOrEqualTo(min, { expected })), expected)
 
+const AUTH = "{ apiKey, apiKeyId? } or { getBearerToken }"
+const Auth = required(
+  Schema.Union([
+    Schema.Struct({
+      apiKey: nonEmpty(),
+      apiKeyId: optional(NonEmptyString, "a non-empty string")
+    }),
+    Schema.Struct({ getBearerToken: fn() })
+  ]),
+  AUTH
+)
+
+const NATS_SERVERS = "a NATS server URL or a non-empty array of them"
+const POLL_INTERVAL = "a number of milliseconds >= 100"
+const NOTIFIER =
+  '{ type: "websocket" } | { type: "nats", servers: string[] } | { type: "poller", intervalMs?: number >= 100 }'
 const Notifier = Schema.Union([
   Schema.Struct({ type: Schema.Literal("websocket") }),
   Schema.Struct({
     type: Schema.Literal("nats"),
-    servers: Schema.Union([NonEmpty, Schema.Array(NonEmpty).check(Schema.isMinLength(1))])
+    servers: required(
+      Schema.Union([
+        NonEmptyString,
+        Schema.Array(NonEmptyString).check(Schema.isMinLength(1, { expected: NATS_SERVERS }))
+      ]),
+      NATS_SERVERS
+    )
   }),
   Schema.Struct({
     type: Schema.Literal("poller"),
-    intervalMs: Schema.optional(Schema.Number.check(Schema.isGreaterThanOrEqualTo(100)))
+    intervalMs: optional(
+      Schema.Number.check(Schema.isGreaterThanOrEqualTo(100, { expected: POLL_INTERVAL })),
+      POLL_INTERVAL
+    )
   })
-]).annotate({
-  expected:
-    '{ type: "websocket" } | { type: "nats", servers: string[] } | { type: "poller", intervalMs?: number >= 100 }'
-})
+]).annotate({ expected: NOTIFIER })
 
-const Logger = Schema.Struct({ debug: Fn, info: Fn, warn: Fn, error: Fn }).annotate({
-  expected: "an object with debug, info, warn and error functions"
-})
+const LOGGER = "an object with debug, info, warn and error functions"
+const Logger = Schema.Struct({ debug: fn(), info: fn(), warn: fn(), error: fn() })
+
+const EVENT_TYPES = "a non-empty array of event type names"
+const DATA_SOURCE = "{ tenant, dataCore, flowType, eventTypes }"
+const STATE_MANAGER = "{ getState, setState } functions"
+const PROCESSOR = "{ handler, concurrency?, failedHandler? }"
+const BOOLEAN = "true or false"
 
 export const OptionsSchema = Schema.Struct({
   auth: Auth,
-  dataSource: Schema.Struct({
-    tenant: NonEmpty,
-    dataCore: NonEmpty,
-    flowType: NonEmpty,
-    eventTypes: Schema.Array(NonEmpty).check(Schema.isMinLength(1)).annotate({
-      expected: "a non-empty array of event type names"
-    })
-  }),
-  stateManager: Schema.Struct({ getState: Fn, setState: Fn }),
-  processor: Schema.optional(
-    Schema.Struct({ concurrency: Schema.optional(Int(1)), handler: Fn, failedHandler: Schema.optional(Fn) })
+  dataSource: required(
+    Schema.Struct({
+      tenant: nonEmpty(),
+      dataCore: nonEmpty(),
+      flowType: nonEmpty(),
+      eventTypes: required(
+        Schema.Array(nonEmpty()).check(Schema.isMinLength(1, { expected: EVENT_TYPES })),
+        EVENT_TYPES
+      )
+    }),
+    DATA_SOURCE
   ),
-  notifier: Schema.optional(Notifier),
-  noTranslation: Schema.optional(Schema.Boolean),
-  directMode: Schema.optional(Schema.Boolean),
-  bufferSize: Schema.optional(Int(1)),
-  logger: Schema.optional(Logger),
-  maxRedeliveryCount: Schema.optional(Int(-1)),
-  achknowledgeTimeoutMs: Schema.optional(Int(1)),
-  includeSensitiveData: Schema.optional(Schema.Boolean),
-  stopAt: Schema.optional(Schema.NullOr(Schema.Date)),
-  baseUrlOverride: Schema.optional(
-    Schema.String.check(Schema.isPattern(/^https?:\/\/[^\s]+$/)).annotate({ expected: "an http(s) URL" })
+  stateManager: required(Schema.Struct({ getState: fn(), setState: fn() }), STATE_MANAGER),
+  processor: optional(
+    Schema.Struct({
+      concurrency: intAtLeast(1, "an integer >= 1"),
+      handler: fn(),
+      failedHandler: optional(Fn, "a function")
+    }),
+    PROCESSOR
   ),
-  handlerTimeoutMs: Schema.optional(Int(1))
+  notifier: optional(Notifier, NOTIFIER),
+  noTranslation: optional(Schema.Boolean, BOOLEAN),
+  directMode: optional(Schema.Boolean, BOOLEAN),
+  bufferSize: intAtLeast(1, "an integer >= 1"),
+  logger: optional(Logger, LOGGER),
+  maxRedeliveryCount: intAtLeast(-1, "an integer >= 0, or -1 to retry forever"),
+  achknowledgeTimeoutMs: intAtLeast(1, "an integer number of milliseconds >= 1"),
+  includeSensitiveData: optional(Schema.Boolean, BOOLEAN),
+  stopAt: optional(Schema.NullOr(Schema.Date), "a valid Date, or null for no limit"),
+  baseUrlOverride: optional(
+    Schema.String.check(Schema.isPattern(/^https?:\/\/[^\s]+$/, { expected: "an http(s) URL" })),
+    "an http(s) URL"
+  ),
+  handlerTimeoutMs: intAtLeast(1, "an integer number of milliseconds >= 1")
 })
 
 export interface FlowcoreLogger {
@@ -126,7 +177,7 @@ const decode = Schema.decodeUnknownExit(OptionsSchema)
 /** Reads the value at a `["a"]["b"]` path out of the input, for the error message. */
 const valueAt = (input: unknown, path: ReadonlyArray<string>): unknown =>
   path.reduce<unknown>(
-    (value, key) => (Predicate.isObject(value) ? (value as Record<string, unknown>)[key] : undefined),
+    (value, key) => (typeof value === "object" && value !== null ? (value as Record<string, unknown>)[key] : undefined),
     input
   )
 
@@ -145,8 +196,23 @@ export const validateOptions = (input: unknown): FlowcoreDataPumpOptions => {
   const field = path.length === 0 ? "options" : path.join(".")
   const allowed = (first ?? "").replace(/^Expected /, "")
   const received = valueAt(input, path)
-  const secret = path.some((part) => SECRET_FIELDS.has(part))
-  throw InvalidOptions.of(field, secret ? `a ${typeof received}` : received, allowed)
+  if (path.some((part) => SECRET_FIELDS.has(part))) {
+    // Only the kind of value is named: a secret must never reach a message, a log or an error report.
+    const kind = typeof received
+    const shown =
+      received === undefined
+        ? "nothing"
+        : received === ""
+          ? "an empty string"
+          : `${/^[aeiou]/.test(kind) ? "an" : "a"} ${kind}`
+    throw new InvalidOptions({
+      field,
+      received: shown,
+      allowed,
+      message: `Invalid option "${field}": received ${shown}; allowed: ${allowed}`
+    })
+  }
+  throw InvalidOptions.of(field, received, allowed)
 }
 
 export { describeValue }

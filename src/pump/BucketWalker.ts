@@ -58,7 +58,10 @@ export const startPosition = (
   now: number
 ): Omit<WalkStart, "buckets"> => {
   if (state === undefined) {
-    return { bucket: TimeBucket.fromDate(now), afterEventId: TimeUuid.fromDate(new Date(now), 0).toString() }
+    // The smallest id of this millisecond (zero clock and node bytes): an event minted in the same millisecond as
+    // the start always sorts after it, so the live edge never skips it.
+    const lowest = TimeUuid.fromDate(new Date(now), 0, new Uint8Array(6), new Uint8Array(2))
+    return { bucket: TimeBucket.fromDate(now), afterEventId: lowest.toString() }
   }
   const closest = buckets.find((bucket) => bucket >= state.timeBucket)
   if (closest === undefined || closest === state.timeBucket) {
@@ -120,9 +123,10 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
       Effect.gen(function* () {
         const now = yield* Clock.currentTimeMillis
         const timeout = Math.max(1, Math.min(options.liveWaitTimeoutMs, untilMs - now))
-        yield* notifier
-          .wait(Duration.millis(timeout))
-          .pipe(traced("DataPump.liveWait", { "flowcore.timeout_ms": timeout }))
+        yield* notifier.wait(Duration.millis(timeout)).pipe(
+          Effect.tap((reason) => Effect.annotateCurrentSpan("flowcore.wake_reason", reason)),
+          traced("DataPump.liveWait", { "flowcore.timeout_ms": timeout, "flowcore.notifier": notifier.name })
+        )
         status.notifier.lastProgressAt = yield* Clock.currentTimeMillis
       })
 
@@ -132,7 +136,17 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
       yield* buffer.awaitSpace(options.refillFreeSlots)
       status.fetchBucket = bucket
       const fetchStartedAt = yield* Clock.currentTimeMillis
-      const page: EventPage = yield* fetchPage.pipe(traced("DataPump.fetchPage", { "flowcore.time_bucket": bucket }))
+      const page: EventPage = yield* fetchPage.pipe(
+        Effect.tap((fetched) =>
+          Effect.annotateCurrentSpan({
+            "flowcore.event_count": fetched.events.length,
+            "flowcore.has_next_cursor": fetched.nextCursor !== undefined,
+            // The walker only knows the flow type from the events it reads (the source's own span always has it).
+            ...(fetched.events[0] === undefined ? {} : { "flowcore.flow_type": fetched.events[0].flowType })
+          })
+        ),
+        traced("DataPump.fetchPage", { "flowcore.time_bucket": bucket })
+      )
       const fetchedAt = yield* Clock.currentTimeMillis
       metrics.fetchDuration((fetchedAt - fetchStartedAt) / 1000)
       const count = page.events.length

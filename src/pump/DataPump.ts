@@ -33,6 +33,7 @@ import { makeCheckpointer } from "./Checkpointer.ts"
 import { runProcessor } from "./Processor.ts"
 import { type PumpOptions, type ResolvedOptions, resolveOptions } from "./PumpOptions.ts"
 import { describeError, makeStatus, type StageHealth } from "./PumpStatus.ts"
+import { supervised } from "./supervise.ts"
 
 export type PumpServices = DataSource | Notifier | StateStore | EventBuffer | PumpMetrics
 
@@ -161,6 +162,8 @@ export const make = <R = never>(
     let current: Generation | undefined
     let session: Session | undefined
     let retired: BufferSnapshot = emptySnapshot
+    // Buffers live one generation; finished generations' counts are kept so the snapshot's counters never drop.
+    const finished = { acknowledged: 0, failed: 0, redelivered: 0 }
 
     const options = (): ResolvedOptions<R> => ({ ...resolved, stopAt })
 
@@ -206,6 +209,9 @@ export const make = <R = never>(
           })
         }
         retired = generation.buffer.snapshot()
+        finished.acknowledged += retired.acknowledged
+        finished.failed += retired.failed
+        finished.redelivered += retired.redelivered
         yield* Scope.close(generation.scope, Exit.void)
       })
 
@@ -232,7 +238,14 @@ export const make = <R = never>(
     const launch = (startState: PumpState | undefined, saveStart: boolean) =>
       Effect.gen(function* () {
         const opts = options()
-        const buckets = yield* dataSource.timeBuckets({ refresh: true })
+        // A transient outage at (re)start is retried like any other fetch; only a non-retryable error fails it.
+        const buckets = yield* supervised(
+          status.fetching,
+          "Listing time buckets",
+          resolved.supervisionSchedule,
+          dataSource.timeBuckets({ refresh: true }),
+          { while: (error) => error.retryable }
+        )
         const now = yield* Clock.currentTimeMillis
         const start = startPosition(buckets, startState, now)
         const initial: PumpState = startState ?? {
@@ -272,8 +285,8 @@ export const make = <R = never>(
         const processor = yield* fork(runProcessor({ buffer, metrics, options: opts, onFinalFailure }))
         // Sequential batches write the checkpoint in their own transaction; a background save of an older
         // watermark could land after a newer commit and move it back, so only the start and the final flush save.
-        const checkpointsInHandler = opts.processor !== undefined && "sequential" in opts.processor &&
-          opts.processor.sequential === true
+        const checkpointsInHandler =
+          opts.processor !== undefined && "sequential" in opts.processor && opts.processor.sequential === true
         const checkpointFiber = yield* fork(checkpointsInHandler ? Effect.never : checkpointer.loop)
         const generation: Generation = {
           id,
@@ -322,7 +335,13 @@ export const make = <R = never>(
 
     const beginSession = (state: PumpState | undefined, saveStart: boolean) =>
       Effect.gen(function* () {
-        yield* dataSource.resolve
+        yield* supervised(
+          status.fetching,
+          "Resolving the data source",
+          resolved.supervisionSchedule,
+          dataSource.resolve,
+          { while: (error) => error.retryable }
+        )
         const done = yield* Deferred.make<void, StateStoreError>()
         yield* launch(state, saveStart)
         session = { done }
@@ -364,7 +383,15 @@ export const make = <R = never>(
               yield* beginSession(target, true)
             } else {
               yield* stopCurrent()
-              yield* launch(target, true)
+              // The old generation is gone: if the new one cannot begin, the pump is stopped, not "running" idle.
+              yield* launch(target, true).pipe(
+                Effect.tapError((error) =>
+                  Effect.andThen(
+                    Effect.logError("Restart failed; the pump is stopped", { error: error.message }),
+                    endSession(error._tag === "StateStoreError" ? Exit.fail(error) : Exit.void)
+                  )
+                )
+              )
             }
             yield* Effect.logDebug("Pump restarted", { timeBucket: target.timeBucket, eventId: target.eventId ?? "" })
           })
@@ -383,7 +410,8 @@ export const make = <R = never>(
       )
 
     const snapshot = Effect.gen(function* () {
-      const buffer = current?.buffer.snapshot() ?? retired
+      const active = current?.buffer.snapshot()
+      const buffer = active ?? retired
       const now = yield* Clock.currentTimeMillis
       const result: PumpSnapshot = {
         generation: status.generation,
@@ -399,10 +427,10 @@ export const make = <R = never>(
           capacity: resolved.bufferSize
         },
         counters: {
-          acknowledged: buffer.acknowledged,
-          failed: buffer.failed,
+          acknowledged: finished.acknowledged + (active?.acknowledged ?? 0),
+          failed: finished.failed + (active?.failed ?? 0),
           pulled: status.pulled,
-          redelivered: buffer.redelivered,
+          redelivered: finished.redelivered + (active?.redelivered ?? 0),
           fetchRetries: status.fetchRetries,
           checkpointSaves: status.checkpointSaves,
           checkpointFailures: status.checkpointFailures

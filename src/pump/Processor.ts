@@ -5,12 +5,11 @@
  * - per batch: batches of up to `concurrency` events, one after another; `sequential` retries a failed batch in place.
  * A handler that exceeds `handlerTimeoutMs` is interrupted, and that counts as a failed delivery.
  */
-import { Clock, Duration, Effect, Exit, Queue, Schedule, Semaphore } from "effect"
+import { Clock, Duration, Effect, Exit, Queue, Schedule, Semaphore, Tracer } from "effect"
 import type { FlowcoreEvent } from "../domain/FlowcoreEvent.ts"
 import type { Buffer, Delivery } from "../services/EventBuffer.ts"
 import type { PumpMetricsRecorder } from "../services/PumpMetrics.ts"
 import { type BatchProcessor, type EventProcessor, isPerEvent, type ResolvedOptions } from "./PumpOptions.ts"
-import { traced } from "./tracing.ts"
 
 export interface ProcessorDeps<R> {
   readonly buffer: Buffer
@@ -29,14 +28,59 @@ const outcomeOf = (exit: Exit.Exit<unknown, unknown>): "success" | "failure" | "
       ? "timeout"
       : "failure"
 
-/** Runs a handler with the timeout, measuring it; never fails (the outcome is in the Exit). */
+const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/
+const ZERO_TRACE_ID = "0".repeat(32)
+const ZERO_SPAN_ID = "0".repeat(16)
+
+/** The producer's span from a W3C `traceparent` (version 00); anything malformed is ignored, as the spec requires. */
+export const parseTraceparent = (value: unknown): Tracer.ExternalSpan | undefined => {
+  if (typeof value !== "string") return undefined
+  const match = TRACEPARENT.exec(value)
+  if (match === null) return undefined
+  const [, traceId, spanId, flags] = match as unknown as [string, string, string, string]
+  if (traceId === ZERO_TRACE_ID || spanId === ZERO_SPAN_ID) return undefined
+  return Tracer.externalSpan({ traceId, spanId, sampled: (Number.parseInt(flags, 16) & 1) === 1 })
+}
+
+/** Links from a handler span to the spans that produced its events (`metadata.traceparent`), one per producer span. */
+const producerLinks = (events: ReadonlyArray<FlowcoreEvent>): Array<Tracer.SpanLink> => {
+  const links: Array<Tracer.SpanLink> = []
+  for (const event of events) {
+    const span = parseTraceparent(event.metadata.traceparent)
+    if (span !== undefined && !links.some((link) => link.span.spanId === span.spanId)) {
+      links.push({ span, attributes: {} })
+    }
+  }
+  return links
+}
+
+/**
+ * A handler span (data-first `withSpan`, as in `traced`: the pipeable form captures a stack trace on every call),
+ * linked to the producers' spans so a trace shows what an event caused even though it is consumed in another trace.
+ */
+const handlerSpan =
+  (name: string, events: ReadonlyArray<FlowcoreEvent>, attributes: Record<string, unknown>) =>
+  <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.withSpan(self, name, { attributes, links: producerLinks(events), captureStackTrace: false })
+
+/**
+ * Runs a handler with the timeout inside its span, measuring it; never fails (the outcome is in the Exit). The span
+ * covers the timeout so that a timed-out handler ends its span with outcome "timeout", not as a bare interruption.
+ */
 const timed = <R>(
   deps: ProcessorDeps<R>,
+  span: <A, E, R2>(self: Effect.Effect<A, E, R2>) => Effect.Effect<A, E, R2>,
   handler: Effect.Effect<void, unknown, R>
 ): Effect.Effect<Exit.Exit<void, unknown>, never, R> =>
   Effect.gen(function* () {
     const started = yield* Clock.currentTimeMillis
-    const exit = yield* Effect.exit(Effect.timeout(handler, Duration.millis(deps.options.handlerTimeoutMs)))
+    const exit = yield* Effect.exit(
+      span(
+        Effect.timeout(handler, Duration.millis(deps.options.handlerTimeoutMs)).pipe(
+          Effect.onExit((exit) => Effect.annotateCurrentSpan("flowcore.outcome", outcomeOf(exit)))
+        )
+      )
+    )
     const ended = yield* Clock.currentTimeMillis
     deps.metrics.handlerDuration((ended - started) / 1000, outcomeOf(exit))
     return exit
@@ -50,13 +94,14 @@ const runEventWorkers = <R>(deps: ProcessorDeps<R>, processor: EventProcessor<R>
     Effect.flatMap(
       timed(
         deps,
-        processor.handleEvent(event, { attempt }).pipe(
-          traced("DataPump.handleEvent", {
-            "flowcore.event_type": event.eventType,
-            "flowcore.time_bucket": event.timeBucket,
-            "flowcore.delivery": attempt
-          })
-        )
+        handlerSpan("DataPump.handleEvent", [event], {
+          "flowcore.event_type": event.eventType,
+          "flowcore.event_id": event.eventId,
+          "flowcore.time_bucket": event.timeBucket,
+          "flowcore.event_count": 1,
+          "flowcore.delivery": attempt
+        }),
+        processor.handleEvent(event, { attempt })
       ),
       (exit) =>
         Effect.sync(() => {
@@ -158,21 +203,21 @@ const runBatches = <R>(deps: ProcessorDeps<R>, processor: BatchProcessor<R>): Ef
       const delivery = yield* buffer.reserve(options.concurrency)
       if (delivery.events.length === 0) return
       const ids = idsOf(delivery.events)
-      const handle = processor.handler(delivery.events).pipe(
-        traced("DataPump.handleBatch", {
-          "flowcore.event_count": delivery.events.length,
-          "flowcore.time_bucket": delivery.events[0]?.timeBucket ?? "",
-          "flowcore.delivery": Math.max(...delivery.attempts)
-        })
-      )
+      const span = handlerSpan("DataPump.handleBatch", delivery.events, {
+        "flowcore.event_types": [...new Set(delivery.events.map((event) => event.eventType))],
+        "flowcore.event_count": delivery.events.length,
+        "flowcore.time_bucket": delivery.events[0]?.timeBucket ?? "",
+        "flowcore.delivery": Math.max(...delivery.attempts)
+      })
+      const handle = processor.handler(delivery.events)
       if (processor.sequential !== true) {
-        const exit = yield* timed(deps, handle)
+        const exit = yield* timed(deps, span, handle)
         if (Exit.isSuccess(exit)) buffer.acknowledge(ids, delivery.deliveryId)
         else buffer.fail(ids, delivery.deliveryId, exit.cause)
         continue
       }
       // In place: nothing after this batch may be handled (or checkpointed) before it settles.
-      const attempt = Effect.flatMap(timed(deps, handle), (exit) => exit)
+      const attempt = Effect.flatMap(timed(deps, span, handle), (exit) => exit)
       const retried =
         attemptsAllowed < 0
           ? Effect.retry(attempt, options.redeliverySchedule)

@@ -6,7 +6,7 @@
  * Waiting uses one-shot wake-up signals: a woken waiter re-checks the state itself, so an interrupted waiter can never
  * swallow events.
  */
-import { Clock, Deferred, Duration, Effect, FiberSet, Layer, Schedule } from "effect"
+import { Clock, Deferred, Duration, Effect, type Fiber, FiberSet, Layer, Schedule } from "effect"
 import type { FlowcoreEvent } from "../../domain/FlowcoreEvent.ts"
 import type { PumpState } from "../../domain/PumpState.ts"
 import type { TimeBucket } from "../../domain/TimeBucket.ts"
@@ -85,7 +85,17 @@ class Signal {
 
 const emptyDelivery: Delivery = { deliveryId: 0, events: [], attempts: [] }
 
-export const makeBuffer = (config: BufferConfig, metrics: PumpMetricsRecorder) =>
+/** Hands out delivery ids; one source per layer, so ids never repeat across the buffers of successive generations. */
+const deliveryIdSource = (): (() => number) => {
+  let last = 0
+  return () => ++last
+}
+
+export const makeBuffer = (
+  config: BufferConfig,
+  metrics: PumpMetricsRecorder,
+  nextDeliveryId: () => number = deliveryIdSource()
+) =>
   Effect.gen(function* () {
     const run = yield* FiberSet.makeRuntime<never, unknown, unknown>()
     const toStep = Schedule.toStep(config.redeliverySchedule) as Effect.Effect<Step>
@@ -98,12 +108,13 @@ export const makeBuffer = (config: BufferConfig, metrics: PumpMetricsRecorder) =
     const spaceSignal = new Signal()
     const watermarkSignal = new Signal()
     const emptySignal = new Signal()
+    /** Expiry timers of pull-mode deliveries, with how many of their events are still reserved. */
+    const expiries = new Map<number, { unsettled: number; readonly timer: Fiber.Fiber<unknown, unknown> }>()
 
     let closed = false
     let openCount = 0
     let reservedCount = 0
     let bytes = 0
-    let deliveryCounter = 0
     let watermark: PumpState | undefined = config.initialWatermark
     let watermarkVersion = 0
     let acknowledged = 0
@@ -176,7 +187,7 @@ export const makeBuffer = (config: BufferConfig, metrics: PumpMetricsRecorder) =
 
     const tryReserve = (max: number): Delivery => {
       if (closed || openCount === 0 || max <= 0) return emptyDelivery
-      const deliveryId = ++deliveryCounter
+      const deliveryId = nextDeliveryId()
       const events: Array<FlowcoreEvent> = []
       const attempts: Array<number> = []
       while (events.length < max) {
@@ -206,6 +217,12 @@ export const makeBuffer = (config: BufferConfig, metrics: PumpMetricsRecorder) =
       }
       reservedCount--
       metrics.reserved(entry.event.eventType, -1)
+      const expiry = expiries.get(entry.deliveryId)
+      if (expiry !== undefined && --expiry.unsettled === 0) {
+        // Nothing of that delivery is reserved any more: its timer would only wake up to do nothing.
+        expiries.delete(entry.deliveryId)
+        expiry.timer.interruptUnsafe()
+      }
       return entry
     }
 
@@ -303,11 +320,17 @@ export const makeBuffer = (config: BufferConfig, metrics: PumpMetricsRecorder) =
           const expiresInMs = options?.expiresInMs
           if (expiresInMs !== undefined && delivery.events.length > 0) {
             const ids = delivery.events.map((event) => event.eventId)
-            run(
+            const timer = run(
               Effect.sleep(Duration.millis(expiresInMs)).pipe(
-                Effect.andThen(Effect.sync(() => failDelivery(ids, delivery.deliveryId, "reservation expired", false)))
+                Effect.andThen(
+                  Effect.sync(() => {
+                    expiries.delete(delivery.deliveryId)
+                    failDelivery(ids, delivery.deliveryId, "reservation expired", false)
+                  })
+                )
               )
             )
+            expiries.set(delivery.deliveryId, { unsettled: ids.length, timer })
           }
           return Effect.succeed(delivery)
         }
@@ -394,6 +417,8 @@ export const EventBufferLive: Layer.Layer<EventBuffer, never, PumpMetrics> = Lay
   EventBuffer,
   Effect.gen(function* () {
     const metrics = yield* PumpMetrics
-    return EventBuffer.of({ make: (config) => makeBuffer(config, metrics) })
+    // An ack carrying the id of an older generation's delivery must never match a delivery of the current one.
+    const nextDeliveryId = deliveryIdSource()
+    return EventBuffer.of({ make: (config) => makeBuffer(config, metrics, nextDeliveryId) })
   })
 )

@@ -1,7 +1,7 @@
 /**
  * Bookkeeping shared by the connection-based notifiers: the latch that wakes waits, the status snapshot, the
- * outage/recovery logging (one Warning per outage, one Info on recovery, however many attempts lie between) and the
- * reconnect metric. Connection code only reports what happened; this decides what to log and count.
+ * outage/recovery logging (one Warning per outage, one Info on recovery, and the attempts between only at Debug) and
+ * the reconnect metric. Connection code only reports what happened; this decides what to log and count.
  */
 import { Clock, type Duration, Effect, type Schedule } from "effect"
 import { cappedBackoff } from "../../domain/backoff.ts"
@@ -59,7 +59,7 @@ export const makeConnectionMonitor = (notifier: string, metrics: PumpMetricsReco
     Effect.suspend(() => {
       connected = false
       lastError = reason
-      if (inOutage) return Effect.void
+      if (inOutage) return Effect.logDebug(`${notifier} notifier still not connected (${reason})`)
       inOutage = true
       return Effect.logWarning(
         `${notifier} notifier is not connected (${reason}); waits fall back to their timeout until it reconnects`

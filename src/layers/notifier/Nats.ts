@@ -100,35 +100,55 @@ const make = Effect.fnUntraced(function* (options: NatsNotifierOptions) {
   const servers = typeof options.servers === "string" ? [options.servers] : options.servers
   const backoff = reconnectBackoff(500, 30_000)
   let resolved: ResolvedSource | undefined
+  let connectAttempts = 0
+
+  /** One connect attempt, from resolving the flow type to the flushed subscriptions, in its own span. */
+  const connect = Effect.suspend(() =>
+    Effect.withSpan(
+      Effect.gen(function* () {
+        const source =
+          resolved ??
+          (yield* dataSource.resolve.pipe(
+            Effect.mapError((error) => fail(`resolving the flow type failed: ${error.message}`, error))
+          ))
+        resolved = source
+        const connection = yield* openConnection(servers, options.connectTimeoutMs ?? 10_000)
+        // Taken before subscribing: the client buffers status events for the iterator, so none is missed.
+        const statusEvents = followStatus(connection, monitor)
+        for (const eventType of source.eventTypes) {
+          const subject = notificationSubject(source, eventType)
+          yield* Effect.try({
+            try: () =>
+              connection.subscribe(subject, {
+                callback: (error) => {
+                  if (error === null) monitor.notifyUnsafe()
+                  else monitor.recordError(error.message)
+                }
+              }),
+            catch: (error) => fail(`cannot subscribe to ${JSON.stringify(subject)}: ${errorText(error)}`)
+          })
+        }
+        yield* Effect.tryPromise(() => connection.flush()).pipe(
+          Effect.mapError((error) => fail(`subscribing failed: ${errorText(error)}`))
+        )
+        return { connection, statusEvents }
+      }),
+      "NatsNotifier.connect",
+      {
+        attributes: {
+          "flowcore.notifier": NOTIFIER,
+          "flowcore.connect_attempt": ++connectAttempts,
+          "server.address": servers.map(withoutUserInfo).join(",")
+        },
+        captureStackTrace: false
+      }
+    )
+  )
 
   /** Lives as long as the client does; succeeds (resetting the backoff) only if it had connected before closing. */
   const session = Effect.scoped(
     Effect.gen(function* () {
-      const source =
-        resolved ??
-        (yield* dataSource.resolve.pipe(
-          Effect.mapError((error) => fail(`resolving the flow type failed: ${error.message}`, error))
-        ))
-      resolved = source
-      const connection = yield* openConnection(servers, options.connectTimeoutMs ?? 10_000)
-      // Taken before subscribing: the client buffers status events for the iterator, so none is missed.
-      const statusEvents = followStatus(connection, monitor)
-      for (const eventType of source.eventTypes) {
-        const subject = notificationSubject(source, eventType)
-        yield* Effect.try({
-          try: () =>
-            connection.subscribe(subject, {
-              callback: (error) => {
-                if (error === null) monitor.notifyUnsafe()
-                else monitor.recordError(error.message)
-              }
-            }),
-          catch: (error) => fail(`cannot subscribe to ${JSON.stringify(subject)}: ${errorText(error)}`)
-        })
-      }
-      yield* Effect.tryPromise(() => connection.flush()).pipe(
-        Effect.mapError((error) => fail(`subscribing failed: ${errorText(error)}`))
-      )
+      const { connection, statusEvents } = yield* connect
       yield* monitor.connected
       yield* Effect.forkScoped(statusEvents)
       const closedWith = yield* Effect.promise(() => connection.closed())

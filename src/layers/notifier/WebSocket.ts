@@ -196,6 +196,7 @@ const make = Effect.fnUntraced(function* (options: WebSocketNotifierOptions) {
   }
   const backoff = reconnectBackoff(options.reconnect?.baseDelayMs ?? 500, options.reconnect?.maxDelayMs ?? 30_000)
   let resolved: ResolvedSource | undefined
+  let connectAttempts = 0
 
   const onMessage = (source: ResolvedSource) => {
     const wanted = new Set(source.eventTypes)
@@ -215,37 +216,54 @@ const make = Effect.fnUntraced(function* (options: WebSocketNotifierOptions) {
     }
   }
 
+  /** One connect attempt, from resolving the flow type to the subscribe message, in its own span. */
+  const connect = Effect.suspend(() =>
+    Effect.withSpan(
+      Effect.gen(function* () {
+        const source =
+          resolved ??
+          (yield* dataSource.resolve.pipe(
+            Effect.mapError((error) => fail(`resolving the flow type failed: ${error.message}`, error))
+          ))
+        resolved = source
+        const target = yield* notificationUrl(options.connection)
+        // `describe` is the URL without the credentials in its query.
+        yield* Effect.annotateCurrentSpan("url.full", target.describe)
+        const state = yield* openSocket(target, onMessage(source))
+        yield* Effect.raceFirst(
+          Deferred.await(state.opened),
+          Effect.flatMap(Deferred.await(state.closed), (reason) => Effect.fail(fail(`connect failed: ${reason}`)))
+        ).pipe(
+          Effect.timeoutOrElse({
+            duration: settings.connectTimeout,
+            orElse: () =>
+              Effect.fail(
+                fail(
+                  `connecting to ${target.describe} did not complete within ${Duration.toMillis(settings.connectTimeout)} ms`
+                )
+              )
+          })
+        )
+        state.socket.send(
+          JSON.stringify({ tenant: source.tenant, dataCoreId: source.dataCoreId, flowTypeId: source.flowTypeId })
+        )
+        return state
+      }),
+      "WebSocketNotifier.connect",
+      {
+        attributes: { "flowcore.notifier": NOTIFIER, "flowcore.connect_attempt": ++connectAttempts },
+        captureStackTrace: false
+      }
+    )
+  )
+
   /**
    * One connection from connect to close. Succeeds (with the close reason) only when the connection proved itself
    * with at least one pong, so the caller resets its backoff; every other ending is a failure and backs off further.
    */
   const session = Effect.scoped(
     Effect.gen(function* () {
-      const source =
-        resolved ??
-        (yield* dataSource.resolve.pipe(
-          Effect.mapError((error) => fail(`resolving the flow type failed: ${error.message}`, error))
-        ))
-      resolved = source
-      const target = yield* notificationUrl(options.connection)
-      const state = yield* openSocket(target, onMessage(source))
-      yield* Effect.raceFirst(
-        Deferred.await(state.opened),
-        Effect.flatMap(Deferred.await(state.closed), (reason) => Effect.fail(fail(`connect failed: ${reason}`)))
-      ).pipe(
-        Effect.timeoutOrElse({
-          duration: settings.connectTimeout,
-          orElse: () =>
-            Effect.fail(
-              fail(
-                `connecting to ${target.describe} did not complete within ${Duration.toMillis(settings.connectTimeout)} ms`
-              )
-            )
-        })
-      )
-      state.socket.send(
-        JSON.stringify({ tenant: source.tenant, dataCoreId: source.dataCoreId, flowTypeId: source.flowTypeId })
-      )
+      const state = yield* connect
       yield* monitor.connected
       let stable = false
       const reason = yield* Effect.raceFirst(

@@ -1,0 +1,228 @@
+/**
+ * Guarantees 1-3 of design.md §4: no loss (also across a crash), the watermark checkpoint, and bounded memory.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Duration, Effect, Layer } from "effect"
+import { TestClock } from "effect/testing"
+import type { FlowcoreEvent } from "../../src/domain/FlowcoreEvent.ts"
+import type { PumpState } from "../../src/domain/PumpState.ts"
+import * as TimeBucket from "../../src/domain/TimeBucket.ts"
+import { TimeUuid } from "../../src/domain/TimeUuid.ts"
+import { MemoryStateStore } from "../../src/layers/stateStore/Memory.ts"
+import * as DataPump from "../../src/pump/DataPump.ts"
+import { DataSource, type PageRequest } from "../../src/services/DataSource.ts"
+import {
+  advanceUntil,
+  assertCheckpointCovers,
+  atNow,
+  eventAt,
+  eventsFrom,
+  HOUR,
+  idle,
+  NOW,
+  savedState,
+  testLayers
+} from "./harness.ts"
+
+const historyStart: PumpState = { timeBucket: TimeBucket.fromDate(NOW - 3 * HOUR) }
+
+/** A fixed permutation of 0..n-1 that is far from fetch order. */
+const scrambled = (n: number): Array<number> => Array.from({ length: n }, (_, i) => (i * 7 + 3) % n)
+
+describe("guarantee 1: no loss", () => {
+  it.effect("out-of-order acks in pull mode never let the saved checkpoint pass an unacked event", () => {
+    const events = eventsFrom(NOW - 2 * HOUR, 20, 60_000)
+    return atNow(
+      Effect.gen(function* () {
+        const pump = yield* DataPump.make({ bufferSize: 20, checkpoint: { everyEvents: 1 } })
+        yield* pump.start
+        yield* idle
+        const delivery = yield* pump.reserveDelivery(20)
+        expect(delivery.events.map((event) => event.eventId)).toEqual(events.map((event) => event.eventId))
+
+        const settled = new Set<string>()
+        const history = MemoryStateStore.use((memory) => memory.history)
+        for (const index of scrambled(20)) {
+          const event = events[index] as FlowcoreEvent
+          expect(yield* pump.acknowledge([event.eventId], delivery.deliveryId)).toBe(1)
+          settled.add(event.eventId)
+          yield* idle
+          // Every save so far, not just the latest one, must be covered by what is settled now.
+          for (const saved of yield* history) assertCheckpointCovers(saved, events, settled)
+        }
+        const last = events[19] as FlowcoreEvent
+        expect(yield* savedState).toEqual({ timeBucket: last.timeBucket, eventId: last.eventId })
+        yield* pump.stop
+      }).pipe(Effect.provide(testLayers({ events, state: historyStart })))
+    )
+  })
+
+  it.effect("a crash at any instant, resumed from the saved checkpoint, delivers every event at least once", () => {
+    const events = eventsFrom(NOW - 2 * HOUR, 40, 30_000)
+    // Handler durations vary per event, so with 4 in flight acknowledgements arrive out of fetch order.
+    const durationOf = (event: FlowcoreEvent) => Duration.millis(100 + ((Number(event.payload.n) * 37) % 5) * 150)
+
+    const runUntilCrash = (crashAfterMs: number) =>
+      atNow(
+        Effect.gen(function* () {
+          const handled = new Set<string>()
+          const pump = yield* DataPump.make({
+            bufferSize: 8,
+            drainTimeoutMs: 0,
+            processor: {
+              concurrency: 4,
+              handleEvent: (event) =>
+                Effect.sleep(durationOf(event)).pipe(Effect.andThen(Effect.sync(() => handled.add(event.eventId))))
+            }
+          })
+          yield* pump.start
+          yield* TestClock.adjust(crashAfterMs)
+          // What a SIGKILL leaves behind: the store's content at this instant, and the side effects done so far.
+          return { image: yield* savedState, handled: new Set(handled) }
+        }).pipe(Effect.scoped, Effect.provide(testLayers({ events, state: historyStart })))
+      )
+
+    const resume = (image: PumpState | undefined, missing: ReadonlySet<string>) =>
+      atNow(
+        Effect.gen(function* () {
+          const handled = new Set<string>()
+          const pump = yield* DataPump.make({
+            bufferSize: 8,
+            drainTimeoutMs: 0,
+            processor: { concurrency: 4, handleEvent: (event) => Effect.sync(() => handled.add(event.eventId)) }
+          })
+          yield* pump.start
+          yield* advanceUntil("every event missing after the crash is delivered", () =>
+            [...missing].every((id) => handled.has(id))
+          )
+          return handled
+        }).pipe(Effect.scoped, Effect.provide(testLayers({ events, state: image ?? historyStart })))
+      )
+
+    return Effect.gen(function* () {
+      for (const crashAfterMs of [0, 150, 420, 1000, 1730, 2600, 3999]) {
+        const { image, handled } = yield* runUntilCrash(crashAfterMs)
+        const missing = new Set(events.map((event) => event.eventId).filter((id) => !handled.has(id)))
+        assertCheckpointCovers(image, events, handled)
+        const redelivered = yield* resume(image, missing)
+        for (const event of events) {
+          expect(handled.has(event.eventId) || redelivered.has(event.eventId)).toBe(true)
+        }
+      }
+    })
+  })
+})
+
+describe("guarantee 2: watermark checkpoint", () => {
+  // The id says 13:59:59, but x-flowcore-event-time moved the event into the 14:00 bucket (protocol §11 item 2).
+  const moved = eventAt(Date.UTC(2024, 2, 15, 13, 59, 59), { timeBucket: "20240315140000" })
+  const events = [
+    eventAt(Date.UTC(2024, 2, 15, 13, 10)),
+    eventAt(Date.UTC(2024, 2, 15, 13, 20)),
+    moved,
+    eventAt(Date.UTC(2024, 2, 15, 14, 5))
+  ]
+  const [e0, e1, , e3] = events as [FlowcoreEvent, FlowcoreEvent, FlowcoreEvent, FlowcoreEvent]
+  const from13: PumpState = { timeBucket: TimeBucket.make("20240315130000") }
+
+  it.effect("saves the last event of the longest settled prefix, with that event's own timeBucket", () =>
+    atNow(
+      Effect.gen(function* () {
+        expect(TimeBucket.fromDate(TimeUuid.fromString(moved.eventId).getDate())).toBe("20240315130000")
+        const pump = yield* DataPump.make({ bufferSize: 10 })
+        yield* pump.start
+        yield* idle
+        const delivery = yield* pump.reserveDelivery(10)
+        expect(delivery.events.map((event) => event.eventId)).toEqual(events.map((event) => event.eventId))
+
+        yield* pump.acknowledge([e1.eventId], delivery.deliveryId)
+        yield* idle
+        expect(yield* savedState).toEqual(from13)
+        yield* pump.acknowledge([e0.eventId], delivery.deliveryId)
+        yield* idle
+        expect(yield* savedState).toEqual({ timeBucket: e1.timeBucket, eventId: e1.eventId })
+        yield* pump.acknowledge([moved.eventId], delivery.deliveryId)
+        yield* idle
+        expect(yield* savedState).toEqual({ timeBucket: "20240315140000", eventId: moved.eventId })
+        yield* pump.stop
+      }).pipe(Effect.provide(testLayers({ events, state: from13 })))
+    )
+  )
+
+  it.effect("resuming from that checkpoint reads strictly after it, in the event's own bucket", () =>
+    atNow(
+      Effect.gen(function* () {
+        const pump = yield* DataPump.make({ bufferSize: 10 })
+        yield* pump.start
+        yield* idle
+        const delivery = yield* pump.reserveDelivery(10)
+        expect(delivery.events.map((event) => event.eventId)).toEqual([e3.eventId])
+        yield* pump.stop
+      }).pipe(
+        Effect.provide(
+          testLayers({ events, state: { timeBucket: TimeBucket.make(moved.timeBucket), eventId: moved.eventId } })
+        )
+      )
+    )
+  )
+})
+
+describe("guarantee 3: bounded memory", () => {
+  it.effect("with a slow handler the buffer never holds more than bufferSize and pages fit the free slots", () => {
+    const bufferSize = 10
+    const events = eventsFrom(NOW - 2 * HOUR, 120, 20_000)
+    const pageChecks: Array<{ readonly request: PageRequest; readonly depth: number }> = []
+    let depthNow: () => Effect.Effect<number> = () => Effect.succeed(0)
+    // Records the buffer depth at the instant of every page request.
+    const observed = Layer.effect(
+      DataSource,
+      Effect.gen(function* () {
+        const inner = yield* DataSource
+        return DataSource.of({
+          ...inner,
+          fetchPage: (request) =>
+            Effect.flatMap(depthNow(), (depth) => {
+              pageChecks.push({ request, depth })
+              return inner.fetchPage(request)
+            })
+        })
+      })
+    )
+    return atNow(
+      Effect.gen(function* () {
+        const handled: Array<string> = []
+        const pump = yield* DataPump.make({
+          bufferSize,
+          processor: {
+            concurrency: 3,
+            handleEvent: (event) =>
+              Effect.sleep("700 millis").pipe(Effect.andThen(Effect.sync(() => handled.push(event.eventId))))
+          }
+        })
+        depthNow = () => Effect.map(pump.snapshot, (snapshot) => snapshot.buffer.depth)
+        yield* pump.start
+        let maxDepth = 0
+        yield* advanceUntil(
+          "every event is handled",
+          () =>
+            Effect.map(pump.snapshot, (snapshot) => {
+              maxDepth = Math.max(maxDepth, snapshot.buffer.depth)
+              expect(snapshot.buffer.depth).toBeLessThanOrEqual(bufferSize)
+              expect(snapshot.buffer.open + snapshot.buffer.reserved).toBeLessThanOrEqual(bufferSize)
+              return handled.length === events.length
+            }),
+          { stepMs: 50 }
+        )
+        expect(maxDepth).toBe(bufferSize)
+        expect(new Set(handled).size).toBe(events.length)
+        const historical = pageChecks.filter((check) => check.request.timeBucket < TimeBucket.fromDate(NOW))
+        expect(historical.length).toBeGreaterThan(events.length / bufferSize)
+        for (const { request, depth } of pageChecks) {
+          expect(request.pageSize).toBeGreaterThan(0)
+          expect(request.pageSize).toBeLessThanOrEqual(bufferSize - depth)
+        }
+        yield* pump.stop
+      }).pipe(Effect.provide(Layer.provideMerge(observed, testLayers({ events, state: historyStart }))))
+    )
+  })
+})

@@ -1,0 +1,141 @@
+/**
+ * Guarantee 8 of design.md §4: complete reading. Regressions for protocol §11 item 3 (stale bucket cache skips
+ * buckets), item 7 (a future stopAt stops at the first empty page) and item 4 (late events at an hour rollover).
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Clock, Deferred, Effect, Fiber } from "effect"
+import { TestClock } from "effect/testing"
+import type { FlowcoreEvent } from "../../src/domain/FlowcoreEvent.ts"
+import * as TimeBucket from "../../src/domain/TimeBucket.ts"
+import { InMemoryDataSource } from "../../src/layers/dataSource/InMemory.ts"
+import { ManualNotifier } from "../../src/layers/notifier/Manual.ts"
+import * as DataPump from "../../src/pump/DataPump.ts"
+import { advanceUntil, atNow, eventAt, HOUR, idle, NOW, testLayers } from "./harness.ts"
+
+const MINUTE = 60_000
+const at = (iso: string) => Date.parse(iso)
+
+describe("guarantee 8: complete reading", () => {
+  it.effect("reads a bucket created after start, before going live (defect §11.3: stale bucket cache)", () => {
+    const early = [eventAt(at("2024-03-15T09:10:00Z")), eventAt(at("2024-03-15T10:10:00Z"))]
+    const late = eventAt(at("2024-03-15T12:10:00Z"))
+    return atNow(
+      Effect.gen(function* () {
+        const gate = yield* Deferred.make<void>()
+        const handled: Array<string> = []
+        const pump = yield* DataPump.make({
+          // One slot: the fetcher waits for space while the first event is held at the gate.
+          bufferSize: 1,
+          processor: {
+            handleEvent: (event) =>
+              Deferred.await(gate).pipe(Effect.andThen(Effect.sync(() => handled.push(event.eventId))))
+          }
+        })
+        yield* pump.start
+        yield* idle
+        const source = yield* InMemoryDataSource
+        expect((yield* source.calls).timeBuckets).toBe(1)
+        // Created after the pump listed the buckets, in an hour before the current one.
+        yield* source.append([late])
+        yield* Deferred.succeed(gate, undefined)
+        yield* advanceUntil("the late bucket's event is handled", () => handled.length === 3)
+        expect(handled).toEqual([...early, late].map((event) => event.eventId))
+
+        const buckets = (yield* source.requests).map((request) => request.timeBucket)
+        const current = TimeBucket.fromDate(NOW)
+        expect(buckets).toContain(TimeBucket.make(late.timeBucket))
+        expect(buckets.indexOf(TimeBucket.make(late.timeBucket))).toBeLessThan(buckets.indexOf(current))
+        yield* pump.stop
+      }).pipe(Effect.provide(testLayers({ events: early, state: { timeBucket: TimeBucket.make("20240315090000") } })))
+    )
+  })
+
+  it.effect("a future stopAt keeps delivering live events until that instant (defect §11.7)", () =>
+    atNow(
+      Effect.gen(function* () {
+        const source = yield* InMemoryDataSource
+        const notifier = yield* ManualNotifier
+        const handled: Array<FlowcoreEvent> = []
+        const run = yield* DataPump.run({
+          stopAt: new Date(NOW + 10 * MINUTE),
+          processor: { handleEvent: (event) => Effect.sync(() => handled.push(event)) }
+        }).pipe(Effect.forkChild)
+        const appendLive = (offsetMs: number) =>
+          Effect.gen(function* () {
+            yield* TestClock.adjust(NOW + offsetMs - (yield* Clock.currentTimeMillis))
+            const [stored] = yield* source.append([{ eventType: "created", payload: { offsetMs } }])
+            yield* notifier.notify
+            yield* idle
+            return stored as FlowcoreEvent
+          })
+
+        yield* TestClock.adjust(MINUTE)
+        expect(run.pollUnsafe()).toBeUndefined()
+        const first = yield* appendLive(2 * MINUTE)
+        const second = yield* appendLive(10 * MINUTE - 1000)
+        expect(handled.map((event) => event.eventId)).toEqual([first.eventId, second.eventId])
+        expect(run.pollUnsafe()).toBeUndefined()
+
+        // After stopAt: not delivered, and the run ends once the settle window has passed.
+        yield* appendLive(10 * MINUTE + 1000)
+        yield* TestClock.adjust(10 * MINUTE)
+        yield* Fiber.join(run)
+        expect(handled.map((event) => event.eventId)).toEqual([first.eventId, second.eventId])
+      }).pipe(Effect.provide(testLayers({ state: { timeBucket: TimeBucket.fromDate(NOW) } })))
+    )
+  )
+
+  it.effect("a stopAt before every bucket ends the run without walking the buckets (defect §11.7)", () => {
+    const events = [eventAt(NOW - 3 * HOUR), eventAt(NOW - 2 * HOUR), eventAt(NOW - HOUR)]
+    const stopAt = NOW - 10 * HOUR
+    return atNow(
+      Effect.gen(function* () {
+        const handled: Array<string> = []
+        const run = yield* DataPump.run({
+          stopAt: new Date(stopAt),
+          processor: { handleEvent: (event) => Effect.sync(() => handled.push(event.eventId)) }
+        }).pipe(Effect.forkChild)
+        yield* TestClock.adjust(MINUTE)
+        yield* Fiber.join(run)
+        expect(handled).toEqual([])
+        const requested = (yield* InMemoryDataSource.use((source) => source.requests)).map((r) => r.timeBucket)
+        expect(requested.every((bucket) => bucket <= TimeBucket.fromDate(stopAt))).toBe(true)
+      }).pipe(Effect.provide(testLayers({ events, state: { timeBucket: TimeBucket.fromDate(NOW - 12 * HOUR) } })))
+    )
+  })
+
+  it.effect(
+    "an event that becomes visible in the previous hour within rolloverSettleMs is delivered (defect §11.4)",
+    () =>
+      atNow(
+        Effect.gen(function* () {
+          const source = yield* InMemoryDataSource
+          const handled: Array<FlowcoreEvent> = []
+          const pump = yield* DataPump.make({
+            rolloverSettleMs: 5000,
+            processor: { handleEvent: (event) => Effect.sync(() => handled.push(event)) }
+          })
+          const [late] = yield* source.append([
+            // Written at 14:59:59.5 but visible to readers only at 15:00:03 (write latency).
+            { eventType: "created", at: at("2024-03-15T14:59:59.500Z"), visibleAt: at("2024-03-15T15:00:03Z") }
+          ])
+          yield* pump.start
+          const reach = (iso: string) =>
+            advanceUntil(
+              `the clock reaches ${iso}`,
+              () => Effect.map(Clock.currentTimeMillis, (now) => now >= at(iso)),
+              {
+                stepMs: 30_000
+              }
+            )
+          yield* reach("2024-03-15T15:10:00Z")
+          const [next] = yield* source.append([{ eventType: "created" }])
+          yield* ManualNotifier.use((notifier) => notifier.notify)
+          yield* reach("2024-03-15T15:15:00Z")
+          expect(handled.map((event) => event.eventId)).toEqual([late?.eventId, next?.eventId])
+          expect(handled[0]?.timeBucket).toBe("20240315140000")
+          yield* pump.stop
+        }).pipe(Effect.provide(testLayers({ state: { timeBucket: TimeBucket.fromDate(NOW) } })))
+      )
+  )
+})

@@ -1,0 +1,287 @@
+/**
+ * Guarantees 4 and 5 of design.md §4: redelivery with real (growing, jittered, capped) backoff and final failure
+ * handling; no double delivery while running (handler timeouts, pull-mode reservation expiry).
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Clock, Deferred, Effect, Fiber } from "effect"
+import { TestClock } from "effect/testing"
+import type { FlowcoreEvent } from "../../src/domain/FlowcoreEvent.ts"
+import type { PumpState } from "../../src/domain/PumpState.ts"
+import * as TimeBucket from "../../src/domain/TimeBucket.ts"
+import * as DataPump from "../../src/pump/DataPump.ts"
+import { advanceUntil, atNow, eventsFrom, HOUR, idle, NOW, savedState, testLayers } from "./harness.ts"
+
+const historyStart: PumpState = { timeBucket: TimeBucket.fromDate(NOW - 3 * HOUR) }
+
+class Boom {
+  readonly _tag = "Boom"
+}
+
+describe("guarantee 4: redelivery with backoff", () => {
+  it.effect(
+    "redelivers a failing handler after growing, jittered, capped delays, exactly maxRedeliveryCount times",
+    () => {
+      const events = eventsFrom(NOW - 2 * HOUR, 1)
+      return atNow(
+        Effect.gen(function* () {
+          const deliveries: Array<{ readonly at: number; readonly attempt: number }> = []
+          const finallyFailed: Array<{ readonly at: number; readonly ids: ReadonlyArray<string> }> = []
+          const pump = yield* DataPump.make({
+            bufferSize: 10,
+            maxRedeliveryCount: 4,
+            redelivery: { baseDelayMs: 1000, maxDelayMs: 5000 },
+            processor: {
+              handleEvent: (_event, { attempt }) =>
+                Effect.flatMap(Clock.currentTimeMillis, (at) => {
+                  deliveries.push({ at, attempt })
+                  return Effect.fail(new Boom())
+                }),
+              failedHandler: (failed) =>
+                Effect.flatMap(Clock.currentTimeMillis, (at) =>
+                  Effect.sync(() => void finallyFailed.push({ at, ids: failed.map((event) => event.eventId) }))
+                )
+            }
+          })
+          yield* pump.start
+          yield* advanceUntil("the event finally fails", () => finallyFailed.length > 0, { stepMs: 50 })
+          yield* TestClock.adjust("10 minutes")
+
+          expect(deliveries.map((delivery) => delivery.attempt)).toEqual([1, 2, 3, 4, 5])
+          const delays = deliveries.slice(1).map((delivery, i) => delivery.at - (deliveries[i]?.at ?? 0))
+          // exponential from 1000 ms, each delay x0.8..1.2, never above the 5000 ms cap
+          expect(delays[0]).toBeGreaterThanOrEqual(800)
+          expect(delays[0]).toBeLessThanOrEqual(1200)
+          expect(delays[1]).toBeGreaterThanOrEqual(1600)
+          expect(delays[1]).toBeLessThanOrEqual(2400)
+          expect(delays[2]).toBeGreaterThanOrEqual(3200)
+          expect(delays[2]).toBeLessThanOrEqual(4800)
+          expect(delays[3]).toBe(5000)
+          for (let i = 1; i < delays.length; i++) expect(delays[i]).toBeGreaterThan(delays[i - 1] ?? 0)
+
+          expect(finallyFailed).toEqual([{ at: deliveries[4]?.at, ids: [events[0]?.eventId] }])
+          const snapshot = yield* pump.snapshot
+          expect(snapshot.counters.redelivered).toBe(4)
+          expect(snapshot.counters.failed).toBe(1)
+          yield* pump.stop
+        }).pipe(Effect.provide(testLayers({ events, state: historyStart })))
+      )
+    }
+  )
+
+  it.effect(
+    "awaits the failed handler and then the onFinalyFailed listeners before the checkpoint passes the event",
+    () => {
+      const events = eventsFrom(NOW - 2 * HOUR, 2)
+      const [poison, healthy] = events as [FlowcoreEvent, FlowcoreEvent]
+      return atNow(
+        Effect.gen(function* () {
+          const failedHandlerGate = yield* Deferred.make<void>()
+          const listenerGate = yield* Deferred.make<void>()
+          const calls: Array<string> = []
+          const pump = yield* DataPump.make({
+            bufferSize: 10,
+            maxRedeliveryCount: 1,
+            redelivery: { baseDelayMs: 100 },
+            processor: {
+              handleEvent: (event) => (event.eventId === poison.eventId ? Effect.fail(new Boom()) : Effect.void),
+              failedHandler: (failed) =>
+                Effect.sync(() => calls.push(`failedHandler:${failed.length}`)).pipe(
+                  Effect.andThen(Deferred.await(failedHandlerGate)),
+                  Effect.andThen(Effect.sync(() => calls.push("failedHandler:done")))
+                )
+            }
+          })
+          yield* pump.onFinalyFailed((failed) =>
+            Effect.sync(() => calls.push(`listener:${failed.length}`)).pipe(
+              Effect.andThen(Deferred.await(listenerGate)),
+              Effect.andThen(Effect.sync(() => calls.push("listener:done")))
+            )
+          )
+          yield* pump.start
+          yield* advanceUntil("the failed handler runs", () => calls.length > 0, { stepMs: 50 })
+          yield* TestClock.adjust("1 minute")
+          expect(calls).toEqual(["failedHandler:1"])
+          expect(yield* savedState).toEqual(historyStart)
+          expect((yield* pump.snapshot).counters.failed).toBe(0)
+
+          yield* Deferred.succeed(failedHandlerGate, undefined)
+          yield* idle
+          expect(calls).toEqual(["failedHandler:1", "failedHandler:done", "listener:1"])
+          expect(yield* savedState).toEqual(historyStart)
+          expect((yield* pump.snapshot).counters.failed).toBe(0)
+
+          yield* Deferred.succeed(listenerGate, undefined)
+          yield* idle
+          expect(calls).toEqual(["failedHandler:1", "failedHandler:done", "listener:1", "listener:done"])
+          expect(yield* savedState).toEqual({ timeBucket: healthy.timeBucket, eventId: healthy.eventId })
+          expect((yield* pump.snapshot).counters.failed).toBe(1)
+          yield* pump.stop
+        }).pipe(Effect.provide(testLayers({ events, state: historyStart })))
+      )
+    }
+  )
+
+  it.effect("maxRedeliveryCount -1 redelivers forever and never calls the failed handler", () => {
+    const events = eventsFrom(NOW - 2 * HOUR, 1)
+    return atNow(
+      Effect.gen(function* () {
+        let lastAttempt = 0
+        let failedHandlerCalls = 0
+        const pump = yield* DataPump.make({
+          bufferSize: 10,
+          maxRedeliveryCount: -1,
+          redelivery: { baseDelayMs: 100, maxDelayMs: 1000 },
+          processor: {
+            handleEvent: (_event, { attempt }) => {
+              lastAttempt = attempt
+              return attempt < 60 ? Effect.fail(new Boom()) : Effect.void
+            },
+            failedHandler: () => Effect.sync(() => void failedHandlerCalls++)
+          }
+        })
+        yield* pump.start
+        yield* advanceUntil("the 60th delivery succeeds", () => lastAttempt === 60, { stepMs: 500 })
+        yield* idle
+        const snapshot = yield* pump.snapshot
+        expect(failedHandlerCalls).toBe(0)
+        expect(snapshot.counters).toMatchObject({ acknowledged: 1, failed: 0, redelivered: 59 })
+        expect(yield* savedState).toEqual({ timeBucket: events[0]?.timeBucket, eventId: events[0]?.eventId })
+        yield* pump.stop
+      }).pipe(Effect.provide(testLayers({ events, state: historyStart })))
+    )
+  })
+})
+
+describe("guarantee 5: no double delivery while running", () => {
+  it.effect("a handler that exceeds handlerTimeoutMs is interrupted and counts as a failed delivery", () => {
+    const events = eventsFrom(NOW - 2 * HOUR, 1)
+    return atNow(
+      Effect.gen(function* () {
+        const log: Array<string> = []
+        const pump = yield* DataPump.make({
+          bufferSize: 10,
+          handlerTimeoutMs: 1000,
+          drainTimeoutMs: 0,
+          redelivery: { baseDelayMs: 200 },
+          processor: {
+            handleEvent: (_event, { attempt }) =>
+              Effect.flatMap(Clock.currentTimeMillis, (at) => {
+                log.push(`start:${attempt}@${at - NOW}`)
+                return attempt === 1
+                  ? Effect.sleep("1 hour").pipe(
+                      Effect.onInterrupt(() =>
+                        Effect.flatMap(Clock.currentTimeMillis, (now) =>
+                          Effect.sync(() => log.push(`interrupted:1@${now - NOW}`))
+                        )
+                      )
+                    )
+                  : Effect.void
+              })
+          }
+        })
+        yield* pump.start
+        yield* advanceUntil("the redelivery is acknowledged", () =>
+          Effect.map(pump.snapshot, (snapshot) => snapshot.counters.acknowledged === 1)
+        )
+        expect(log.slice(0, 2)).toEqual(["start:1@0", "interrupted:1@1000"])
+        expect(log).toHaveLength(3)
+        expect(log[2]).toMatch(/^start:2@/)
+        expect((yield* pump.snapshot).counters).toMatchObject({ redelivered: 1, failed: 0, acknowledged: 1 })
+        yield* pump.stop
+      }).pipe(Effect.provide(testLayers({ events, state: historyStart })))
+    )
+  })
+
+  it.effect("never hands an event to a second handler while the first is still running, even past its timeout", () => {
+    const events = eventsFrom(NOW - 2 * HOUR, 6)
+    return atNow(
+      Effect.gen(function* () {
+        const running = new Map<string, number>()
+        let overlaps = 0
+        const spans: Array<{ readonly id: string; readonly attempt: number; start: number; end: number }> = []
+        const pump = yield* DataPump.make({
+          bufferSize: 10,
+          handlerTimeoutMs: 1000,
+          maxRedeliveryCount: 2,
+          redelivery: { baseDelayMs: 100 },
+          processor: {
+            concurrency: 4,
+            handleEvent: (event, { attempt }) =>
+              Effect.gen(function* () {
+                const id = event.eventId
+                spans.push({ id, attempt, start: yield* Clock.currentTimeMillis, end: 0 })
+                running.set(id, (running.get(id) ?? 0) + 1)
+                if ((running.get(id) ?? 0) > 1) overlaps++
+                // The first attempt ignores interruption and outlives its timeout by far.
+                if (attempt === 1) yield* Effect.uninterruptible(Effect.sleep("5 seconds"))
+              }).pipe(
+                Effect.ensuring(
+                  Effect.flatMap(Clock.currentTimeMillis, (now) =>
+                    Effect.sync(() => {
+                      running.set(event.eventId, (running.get(event.eventId) ?? 1) - 1)
+                      const span = spans.findLast((s) => s.id === event.eventId && s.attempt === attempt)
+                      if (span !== undefined) span.end = now
+                    })
+                  )
+                )
+              )
+          }
+        })
+        yield* pump.start
+        yield* advanceUntil("every event is acknowledged", () =>
+          Effect.map(pump.snapshot, (snapshot) => snapshot.counters.acknowledged === events.length)
+        )
+        expect(overlaps).toBe(0)
+        for (const event of events) {
+          const attempts = spans.filter((span) => span.id === event.eventId)
+          expect(attempts.map((span) => span.attempt)).toEqual([1, 2])
+          expect(attempts[1]?.start).toBeGreaterThanOrEqual(attempts[0]?.end ?? Number.POSITIVE_INFINITY)
+        }
+        yield* pump.stop
+      }).pipe(Effect.provide(testLayers({ events, state: historyStart })))
+    )
+  })
+
+  it.effect("a pull-mode reservation expires after achknowledgeTimeoutMs and is then redelivered", () => {
+    const events = eventsFrom(NOW - 2 * HOUR, 1)
+    const [only] = events as [FlowcoreEvent]
+    return atNow(
+      Effect.gen(function* () {
+        const pump = yield* DataPump.make({
+          bufferSize: 10,
+          achknowledgeTimeoutMs: 2000,
+          redelivery: { baseDelayMs: 100, maxDelayMs: 100 }
+        })
+        yield* pump.start
+        yield* idle
+        const first = yield* pump.reserveDelivery(5)
+        expect(first.events.map((event) => event.eventId)).toEqual([only.eventId])
+        expect(first.attempts).toEqual([1])
+
+        const second = yield* pump.reserveDelivery(5).pipe(Effect.forkChild)
+        yield* TestClock.adjust(1999)
+        yield* idle
+        expect(second.pollUnsafe()).toBeUndefined()
+        expect((yield* pump.snapshot).buffer.reserved).toBe(1)
+
+        // Expired at 2000 ms, re-opened after the (fixed) 100 ms redelivery delay.
+        yield* TestClock.adjust(1)
+        yield* idle
+        expect((yield* pump.snapshot).buffer.reserved).toBe(0)
+        expect(second.pollUnsafe()).toBeUndefined()
+        yield* TestClock.adjust(100)
+        const redelivered = yield* Fiber.join(second)
+        expect(redelivered.events.map((event) => event.eventId)).toEqual([only.eventId])
+        expect(redelivered.attempts).toEqual([2])
+        expect(redelivered.deliveryId).not.toBe(first.deliveryId)
+
+        expect(yield* pump.acknowledge([only.eventId], first.deliveryId)).toBe(0)
+        expect(yield* pump.acknowledge([only.eventId], redelivered.deliveryId)).toBe(1)
+        yield* idle
+        expect(yield* savedState).toEqual({ timeBucket: only.timeBucket, eventId: only.eventId })
+        expect((yield* pump.snapshot).counters).toMatchObject({ redelivered: 1, acknowledged: 1 })
+        yield* pump.stop
+      }).pipe(Effect.provide(testLayers({ events, state: historyStart })))
+    )
+  })
+})
