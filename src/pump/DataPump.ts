@@ -244,7 +244,7 @@ export const make = <R = never>(
           "Listing time buckets",
           resolved.supervisionSchedule,
           dataSource.timeBuckets({ refresh: true }),
-          { while: (error) => error.retryable }
+          { while: (error) => error.retryable, onRetry: () => status.fetchRetries++ }
         )
         const now = yield* Clock.currentTimeMillis
         const start = startPosition(buckets, startState, now)
@@ -340,7 +340,7 @@ export const make = <R = never>(
           "Resolving the data source",
           resolved.supervisionSchedule,
           dataSource.resolve,
-          { while: (error) => error.retryable }
+          { while: (error) => error.retryable, onRetry: () => status.fetchRetries++ }
         )
         const done = yield* Deferred.make<void, StateStoreError>()
         yield* launch(state, saveStart)

@@ -203,21 +203,26 @@ const runBatches = <R>(deps: ProcessorDeps<R>, processor: BatchProcessor<R>): Ef
       const delivery = yield* buffer.reserve(options.concurrency)
       if (delivery.events.length === 0) return
       const ids = idsOf(delivery.events)
-      const span = handlerSpan("DataPump.handleBatch", delivery.events, {
-        "flowcore.event_types": [...new Set(delivery.events.map((event) => event.eventType))],
-        "flowcore.event_count": delivery.events.length,
-        "flowcore.time_bucket": delivery.events[0]?.timeBucket ?? "",
-        "flowcore.delivery": Math.max(...delivery.attempts)
-      })
+      const firstDelivery = Math.max(...delivery.attempts)
+      const spanFor = (deliveryCount: number) =>
+        handlerSpan("DataPump.handleBatch", delivery.events, {
+          "flowcore.event_types": [...new Set(delivery.events.map((event) => event.eventType))],
+          "flowcore.event_count": delivery.events.length,
+          "flowcore.time_bucket": delivery.events[0]?.timeBucket ?? "",
+          "flowcore.delivery": deliveryCount
+        })
       const handle = processor.handler(delivery.events)
       if (processor.sequential !== true) {
-        const exit = yield* timed(deps, span, handle)
+        const exit = yield* timed(deps, spanFor(firstDelivery), handle)
         if (Exit.isSuccess(exit)) buffer.acknowledge(ids, delivery.deliveryId)
         else buffer.fail(ids, delivery.deliveryId, exit.cause)
         continue
       }
       // In place: nothing after this batch may be handled (or checkpointed) before it settles.
-      const attempt = Effect.flatMap(timed(deps, span, handle), (exit) => exit)
+      let retries = 0
+      const attempt = Effect.suspend(() =>
+        Effect.flatMap(timed(deps, spanFor(firstDelivery + retries++), handle), (exit) => exit)
+      )
       const retried =
         attemptsAllowed < 0
           ? Effect.retry(attempt, options.redeliverySchedule)

@@ -203,6 +203,45 @@ layer(Tracing)("engine spans", (it) => {
     )
   )
 
+  it.effect("a sequential batch retried in place counts its deliveries up, one span per attempt", () =>
+    atNow(
+      Effect.gen(function* () {
+        exporter.reset()
+        const source = yield* InMemoryDataSource
+        yield* source.append([
+          { eventType: "created", at: BUCKET_START + 1000 },
+          { eventType: "created", at: BUCKET_START + 2000 }
+        ])
+        let calls = 0
+        const fiber = yield* DataPump.run({
+          stopAt: new Date(NOW - HOUR),
+          redelivery: { baseDelayMs: 100, maxDelayMs: 100 },
+          processor: {
+            concurrency: 2,
+            sequential: true,
+            // Retried in place means the same effect runs again, so the failure is decided when it runs.
+            handler: () => Effect.suspend(() => (++calls <= 2 ? Effect.fail(new Error("not yet")) : Effect.void))
+          }
+        }).pipe(Effect.forkChild)
+        yield* TestClock.adjust("1 minute")
+        yield* Fiber.join(fiber)
+
+        assert.deepStrictEqual(
+          spansNamed("DataPump.handleBatch").map((span) => [
+            span.attributes["flowcore.event_count"],
+            span.attributes["flowcore.delivery"],
+            span.attributes["flowcore.outcome"]
+          ]),
+          [
+            [2, 1, "failure"],
+            [2, 2, "failure"],
+            [2, 3, "success"]
+          ]
+        )
+      }).pipe(Effect.provide(testLayers({ state: historyState })))
+    )
+  )
+
   it.effect("live waits record the notifier, the timeout and why they woke", () =>
     atNow(
       Effect.gen(function* () {
