@@ -72,29 +72,30 @@ const services = Layer.mergeAll(
 
 const pump = async (bufferSize: number, concurrency: number, slowMs: number) => {
   let handled = 0
-  const processor = slowMs > 0
-    ? {
-      concurrency,
-      handleEvent: () =>
-        Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, slowMs))).pipe(
-          Effect.andThen(
+  const processor =
+    slowMs > 0
+      ? {
+          concurrency,
+          handleEvent: () =>
+            Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, slowMs))).pipe(
+              Effect.andThen(
+                Effect.sync(() => {
+                  handled++
+                })
+              )
+            )
+        }
+      : {
+          concurrency,
+          handler: (events: ReadonlyArray<unknown>) =>
             Effect.sync(() => {
-              handled++
+              handled += events.length
             })
-          )
-        )
-    }
-    : {
-      concurrency,
-      handler: (events: ReadonlyArray<unknown>) =>
-        Effect.sync(() => {
-          handled += events.length
-        })
-    }
+        }
   resetPeak()
   let began = 0
   await Effect.runPromise(
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       began = performance.now()
       yield* DataPump.run({ bufferSize, stopAt, rolloverSettleMs: 0, processor })
     }).pipe(Effect.provide(services))
@@ -115,13 +116,15 @@ for (const bufferSize of [100, 1_000, 10_000]) {
   for (const concurrency of [1, 10, 100]) {
     const result = await pump(bufferSize, concurrency, 0)
     console.log(
-      `| ${bufferSize} | ${concurrency} | no-op batch | ${fmt(result.rate)} | ${(result.rate / top.rate).toFixed(2)} | ${
-        mb(result.rss)
-      } |`
+      `| ${bufferSize} | ${concurrency} | no-op batch | ${fmt(result.rate)} | ${(result.rate / top.rate).toFixed(2)} | ${mb(
+        result.rss
+      )} |`
     )
   }
 }
 const slow = await pump(1_000, 100, 1)
-console.log(`| 1000 | 100 | 1 ms per event | ${fmt(slow.rate)} | ${(slow.rate / top.rate).toFixed(2)} | ${mb(slow.rss)} |`)
+console.log(
+  `| 1000 | 100 | 1 ms per event | ${fmt(slow.rate)} | ${(slow.rate / top.rate).toFixed(2)} | ${mb(slow.rss)} |`
+)
 clearInterval(sampler)
 await emulator.close()

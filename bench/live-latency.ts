@@ -26,7 +26,12 @@ const measure = async (notifier: FlowcoreDataPumpNotifierOptions) => {
     resolveDone = resolve
   })
   const services = Layer.mergeAll(
-    flowcoreLayer({ auth: { apiKey: "fc_emulator_secret" }, dataSource: source, baseUrlOverride: emulator.url, notifier }),
+    flowcoreLayer({
+      auth: { apiKey: "fc_emulator_secret" },
+      dataSource: source,
+      baseUrlOverride: emulator.url,
+      notifier
+    }),
     MemoryStateStore.layer()
   )
   const fiber = Effect.runFork(
@@ -65,8 +70,8 @@ for (const notifier of [
 ] satisfies Array<FlowcoreDataPumpNotifierOptions>) {
   const result = await measure(notifier)
   console.log(
-    `| ${notifier.type}${notifier.type === "poller" ? " (500 ms)" : ""} | ${result.received} | ${
-      result.p50.toFixed(1)
-    } | ${result.p99.toFixed(1)} |`
+    `| ${notifier.type}${notifier.type === "poller" ? " (500 ms)" : ""} | ${result.received} | ${result.p50.toFixed(
+      1
+    )} | ${result.p99.toFixed(1)} |`
   )
 }
