@@ -73,13 +73,21 @@ export const makeCheckpointer = (deps: CheckpointerDeps): Checkpointer => {
       Effect.sync(() => {
         savedVersion = snapshot.watermarkVersion
         savedSettled = snapshot.settled
+        buffer.confirmSaved(snapshot.watermarkVersion)
       })
     )
   })
 
+  /**
+   * Settled events count against the buffer until a save covers them; when they are what keeps the fetcher waiting,
+   * waiting for more settles (or for the interval) could wait forever, so the save is due now.
+   */
+  const fetcherBlocked = () => buffer.freeSlots() < options.refillFreeSlots && buffer.snapshot().unsaved > 0
+
   const untilDue = Effect.gen(function* () {
     const every = options.checkpointEveryEvents
     const interval = options.checkpointIntervalMs
+    if (fetcherBlocked()) return
     if (every <= 1) {
       if (interval > 0) {
         const wait = lastSaveAt + interval - (yield* Clock.currentTimeMillis)
@@ -89,7 +97,7 @@ export const makeCheckpointer = (deps: CheckpointerDeps): Checkpointer => {
     }
     for (;;) {
       const snapshot = buffer.snapshot()
-      if (snapshot.settled - savedSettled >= every) return
+      if (snapshot.settled - savedSettled >= every || fetcherBlocked()) return
       if (interval <= 0) {
         yield* buffer.awaitWatermark(snapshot.watermarkVersion)
         continue

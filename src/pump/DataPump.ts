@@ -118,6 +118,7 @@ interface Session {
 
 const emptySnapshot: BufferSnapshot = {
   held: 0,
+  unsaved: 0,
   open: 0,
   reserved: 0,
   bytes: 0,
@@ -253,13 +254,19 @@ export const make = <R = never>(
           ...(start.afterEventId === undefined ? {} : { eventId: start.afterEventId })
         }
         const scope = yield* Scope.make()
+        // Sequential batches write the checkpoint in their own transaction; a background save of an older
+        // watermark could land after a newer commit and move it back, so only the start and the final flush save,
+        // and settled events are released at once (their transaction was the save).
+        const checkpointsInHandler =
+          opts.processor !== undefined && "sequential" in opts.processor && opts.processor.sequential === true
         const buffer = yield* buffers
           .make({
             capacity: opts.bufferSize,
             maxRedeliveryCount: opts.maxRedeliveryCount,
             redeliverySchedule: opts.redeliverySchedule,
             onFinalFailure,
-            initialWatermark: initial
+            initialWatermark: initial,
+            releaseOn: checkpointsInHandler ? "settle" : "save"
           })
           .pipe(Scope.provide(scope))
         const checkpointer = makeCheckpointer({ buffer, store, metrics, status, options: opts })
@@ -283,10 +290,6 @@ export const make = <R = never>(
           )
         )
         const processor = yield* fork(runProcessor({ buffer, metrics, options: opts, onFinalFailure }))
-        // Sequential batches write the checkpoint in their own transaction; a background save of an older
-        // watermark could land after a newer commit and move it back, so only the start and the final flush save.
-        const checkpointsInHandler =
-          opts.processor !== undefined && "sequential" in opts.processor && opts.processor.sequential === true
         const checkpointFiber = yield* fork(checkpointsInHandler ? Effect.never : checkpointer.loop)
         const generation: Generation = {
           id,

@@ -54,14 +54,33 @@ const producerLinks = (events: ReadonlyArray<FlowcoreEvent>): Array<Tracer.SpanL
   return links
 }
 
+/** How handlers are wrapped: read once per processor, since both checks sit on the per-event path. */
+interface Instrumentation {
+  readonly clock: Clock.Clock
+  /** False under Effect's default (native) tracer, whose spans go nowhere: then no handler span is made at all. */
+  readonly tracing: boolean
+  readonly handlerTimeout: Duration.Duration
+}
+
 /**
  * A handler span (data-first `withSpan`, as in `traced`: the pipeable form captures a stack trace on every call),
  * linked to the producers' spans so a trace shows what an event caused even though it is consumed in another trace.
  */
 const handlerSpan =
-  (name: string, events: ReadonlyArray<FlowcoreEvent>, attributes: Record<string, unknown>) =>
+  (
+    instrumentation: Instrumentation,
+    name: string,
+    events: ReadonlyArray<FlowcoreEvent>,
+    attributes: () => Record<string, unknown>
+  ) =>
   <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    Effect.withSpan(self, name, { attributes, links: producerLinks(events), captureStackTrace: false })
+    instrumentation.tracing
+      ? Effect.withSpan(
+          self.pipe(Effect.onExit((exit) => Effect.annotateCurrentSpan("flowcore.outcome", outcomeOf(exit)))),
+          name,
+          { attributes: attributes(), links: producerLinks(events), captureStackTrace: false }
+        )
+      : self
 
 /**
  * Runs a handler with the timeout inside its span, measuring it; never fails (the outcome is in the Exit). The span
@@ -69,38 +88,39 @@ const handlerSpan =
  */
 const timed = <R>(
   deps: ProcessorDeps<R>,
+  instrumentation: Instrumentation,
   span: <A, E, R2>(self: Effect.Effect<A, E, R2>) => Effect.Effect<A, E, R2>,
   handler: Effect.Effect<void, unknown, R>
 ): Effect.Effect<Exit.Exit<void, unknown>, never, R> =>
-  Effect.gen(function* () {
-    const started = yield* Clock.currentTimeMillis
-    const exit = yield* Effect.exit(
-      span(
-        Effect.timeout(handler, Duration.millis(deps.options.handlerTimeoutMs)).pipe(
-          Effect.onExit((exit) => Effect.annotateCurrentSpan("flowcore.outcome", outcomeOf(exit)))
-        )
-      )
-    )
-    const ended = yield* Clock.currentTimeMillis
-    deps.metrics.handlerDuration((ended - started) / 1000, outcomeOf(exit))
-    return exit
+  Effect.suspend(() => {
+    const started = instrumentation.clock.currentTimeMillisUnsafe()
+    return Effect.map(Effect.exit(span(Effect.timeout(handler, instrumentation.handlerTimeout))), (exit) => {
+      const ended = instrumentation.clock.currentTimeMillisUnsafe()
+      deps.metrics.handlerDuration((ended - started) / 1000, outcomeOf(exit))
+      return exit
+    })
   })
 
 const idsOf = (events: ReadonlyArray<FlowcoreEvent>) => events.map((event) => event.eventId)
 
-const runEventWorkers = <R>(deps: ProcessorDeps<R>, processor: EventProcessor<R>): Effect.Effect<void, never, R> => {
+const runEventWorkers = <R>(
+  deps: ProcessorDeps<R>,
+  processor: EventProcessor<R>,
+  instrumentation: Instrumentation
+): Effect.Effect<void, never, R> => {
   const { buffer, options } = deps
   const handleOne = (event: FlowcoreEvent, attempt: number, deliveryId: number) =>
     Effect.flatMap(
       timed(
         deps,
-        handlerSpan("DataPump.handleEvent", [event], {
+        instrumentation,
+        handlerSpan(instrumentation, "DataPump.handleEvent", [event], () => ({
           "flowcore.event_type": event.eventType,
           "flowcore.event_id": event.eventId,
           "flowcore.time_bucket": event.timeBucket,
           "flowcore.event_count": 1,
           "flowcore.delivery": attempt
-        }),
+        })),
         processor.handleEvent(event, { attempt })
       ),
       (exit) =>
@@ -195,7 +215,11 @@ const runEventWorkers = <R>(deps: ProcessorDeps<R>, processor: EventProcessor<R>
   }).pipe(Effect.scoped)
 }
 
-const runBatches = <R>(deps: ProcessorDeps<R>, processor: BatchProcessor<R>): Effect.Effect<void, never, R> =>
+const runBatches = <R>(
+  deps: ProcessorDeps<R>,
+  processor: BatchProcessor<R>,
+  instrumentation: Instrumentation
+): Effect.Effect<void, never, R> =>
   Effect.gen(function* () {
     const { buffer, options } = deps
     const attemptsAllowed = options.maxRedeliveryCount
@@ -205,15 +229,15 @@ const runBatches = <R>(deps: ProcessorDeps<R>, processor: BatchProcessor<R>): Ef
       const ids = idsOf(delivery.events)
       const firstDelivery = Math.max(...delivery.attempts)
       const spanFor = (deliveryCount: number) =>
-        handlerSpan("DataPump.handleBatch", delivery.events, {
+        handlerSpan(instrumentation, "DataPump.handleBatch", delivery.events, () => ({
           "flowcore.event_types": [...new Set(delivery.events.map((event) => event.eventType))],
           "flowcore.event_count": delivery.events.length,
           "flowcore.time_bucket": delivery.events[0]?.timeBucket ?? "",
           "flowcore.delivery": deliveryCount
-        })
+        }))
       const handle = processor.handler(delivery.events)
       if (processor.sequential !== true) {
-        const exit = yield* timed(deps, spanFor(firstDelivery), handle)
+        const exit = yield* timed(deps, instrumentation, spanFor(firstDelivery), handle)
         if (Exit.isSuccess(exit)) buffer.acknowledge(ids, delivery.deliveryId)
         else buffer.fail(ids, delivery.deliveryId, exit.cause)
         continue
@@ -221,7 +245,7 @@ const runBatches = <R>(deps: ProcessorDeps<R>, processor: BatchProcessor<R>): Ef
       // In place: nothing after this batch may be handled (or checkpointed) before it settles.
       let retries = 0
       const attempt = Effect.suspend(() =>
-        Effect.flatMap(timed(deps, spanFor(firstDelivery + retries++), handle), (exit) => exit)
+        Effect.flatMap(timed(deps, instrumentation, spanFor(firstDelivery + retries++), handle), (exit) => exit)
       )
       const retried =
         attemptsAllowed < 0
@@ -238,8 +262,16 @@ const runBatches = <R>(deps: ProcessorDeps<R>, processor: BatchProcessor<R>): Ef
   })
 
 /** Runs push-mode processing until the buffer is closed and the work in hand is done. */
-export const runProcessor = <R>(deps: ProcessorDeps<R>): Effect.Effect<void, never, R> => {
-  const processor = deps.options.processor
-  if (processor === undefined) return Effect.void
-  return isPerEvent(processor) ? runEventWorkers(deps, processor) : runBatches(deps, processor)
-}
+export const runProcessor = <R>(deps: ProcessorDeps<R>): Effect.Effect<void, never, R> =>
+  Effect.gen(function* () {
+    const processor = deps.options.processor
+    if (processor === undefined) return
+    const instrumentation: Instrumentation = {
+      clock: yield* Clock.Clock,
+      tracing: (yield* Tracer.Tracer) !== Tracer.nativeTracer,
+      handlerTimeout: Duration.millis(deps.options.handlerTimeoutMs)
+    }
+    yield* isPerEvent(processor)
+      ? runEventWorkers(deps, processor, instrumentation)
+      : runBatches(deps, processor, instrumentation)
+  })

@@ -20,6 +20,12 @@ export interface BufferConfig {
   readonly onFinalFailure: (events: ReadonlyArray<FlowcoreEvent>, reason: unknown) => Effect.Effect<void>
   /** The checkpoint before anything was settled. */
   readonly initialWatermark: PumpState | undefined
+  /**
+   * When settled events stop counting against `capacity`: "save" (default) once a save covering them is confirmed
+   * with `confirmSaved`, so duplicates after a crash never exceed `capacity`; "settle" at once, for handlers that
+   * write the checkpoint themselves (transactional batches).
+   */
+  readonly releaseOn?: "save" | "settle" | undefined
 }
 
 export interface Delivery {
@@ -30,8 +36,10 @@ export interface Delivery {
 }
 
 export interface BufferSnapshot {
-  /** Events held: open + reserved + waiting for redelivery + settled behind the watermark. */
+  /** Events held: open + reserved + waiting for redelivery + settled but not yet covered by a saved checkpoint. */
   readonly held: number
+  /** Settled events past the last confirmed save. */
+  readonly unsaved: number
   readonly open: number
   readonly reserved: number
   readonly bytes: number
@@ -73,6 +81,8 @@ export interface Buffer {
    * themselves (sequential processing retries in place).
    */
   readonly settleFailed: (eventIds: ReadonlyArray<string>, deliveryId?: number) => number
+  /** A checkpoint of this watermark version was saved: the events it covers stop counting against capacity. */
+  readonly confirmSaved: (watermarkVersion: number) => void
   /** Waits until the watermark version differs from `seen`; returns the new version. */
   readonly awaitWatermark: (seen: number) => Effect.Effect<number>
   /** Waits until every held event is settled (or the buffer is closed). */

@@ -123,21 +123,44 @@ export const makeBuffer = (
     let ignoredAcks = 0
     let settledTotal = 0
 
-    const held = () => entries.length
-    const freeSlots = () => Math.max(0, config.capacity - entries.length)
+    // Events that left the deque (settled prefix) but are not yet covered by a confirmed save still count as held:
+    // a crash before that save redelivers them.
+    const releaseOnSettle = config.releaseOn === "settle"
+    let prunedTotal = 0
+    let savedPruned = 0
+    const prunedAtVersion = new Deque<readonly [version: number, prunedTotal: number]>()
+    const unsaved = () => prunedTotal - savedPruned
+    const held = () => entries.length + unsaved()
+    const freeSlots = () => Math.max(0, config.capacity - held())
+
+    const confirmSaved = (version: number) => {
+      let covered: number | undefined
+      for (let next = prunedAtVersion.peek(); next !== undefined && next[0] <= version; next = prunedAtVersion.peek()) {
+        covered = next[1]
+        prunedAtVersion.shift()
+      }
+      if (covered === undefined || covered <= savedPruned) return
+      savedPruned = covered
+      spaceSignal.wakeAll()
+    }
 
     const advanceWatermark = () => {
       let last: Entry | undefined
       let head = entries.peek()
+      let pruned = 0
       while (head !== undefined && head.state === SETTLED) {
         entries.shift()
         byId.delete(head.event.eventId)
         last = head
+        pruned++
         head = entries.peek()
       }
       if (last === undefined) return
       watermark = { timeBucket: last.event.timeBucket as TimeBucket, eventId: last.event.eventId }
       watermarkVersion++
+      prunedTotal += pruned
+      if (releaseOnSettle) savedPruned = prunedTotal
+      else prunedAtVersion.push([watermarkVersion, prunedTotal])
       watermarkSignal.wakeAll()
       spaceSignal.wakeAll()
       if (entries.length === 0) emptySignal.wakeAll()
@@ -357,6 +380,7 @@ export const makeBuffer = (
 
     const snapshot = (): BufferSnapshot => ({
       held: held(),
+      unsaved: unsaved(),
       open: openCount,
       reserved: reservedCount,
       bytes,
@@ -404,6 +428,7 @@ export const makeBuffer = (
       acknowledge,
       fail,
       settleFailed,
+      confirmSaved,
       awaitWatermark,
       awaitEmpty,
       snapshot,
