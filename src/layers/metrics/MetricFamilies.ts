@@ -85,12 +85,30 @@ const reuseOrRegister = <M, L extends string>(
   return existing as unknown as M
 }
 
+const pendingFlushersKey = Symbol.for("@flowcore/data-pump/prometheus/pending-flushers/v1")
+const slots = globalThis as { [pendingFlushersKey]?: Set<() => void> }
+
+/**
+ * Recorders keep per-event counts in plain numbers and hand them to prom-client only when metrics are read: a
+ * prom-client update hashes its labels on every call, which on the per-event path cost more than the event itself.
+ * Shared through globalThis so every copy of this module flushes every recorder.
+ */
+export const pendingFlushers = (): Set<() => void> => {
+  slots[pendingFlushersKey] ??= new Set()
+  return slots[pendingFlushersKey]
+}
+
+/** Runs before any family is read (prom-client calls `collect` on scrape), so a scrape sees every count. */
+function collect(): void {
+  for (const flush of pendingFlushers()) flush()
+}
+
 const counter = <L extends string>(registry: Registry, definition: Definition<L>): Counter<L> =>
   reuseOrRegister(
     registry,
     "counter",
     definition,
-    () => new Counter({ ...definition, labelNames: definition.labelNames, registers: [registry] })
+    () => new Counter({ ...definition, labelNames: definition.labelNames, registers: [registry], collect })
   )
 
 const gauge = <L extends string>(registry: Registry, definition: Definition<L>): Gauge<L> =>
@@ -98,7 +116,7 @@ const gauge = <L extends string>(registry: Registry, definition: Definition<L>):
     registry,
     "gauge",
     definition,
-    () => new Gauge({ ...definition, labelNames: definition.labelNames, registers: [registry] })
+    () => new Gauge({ ...definition, labelNames: definition.labelNames, registers: [registry], collect })
   )
 
 const histogram = <L extends string>(

@@ -14,6 +14,7 @@ import {
   type EventTypeLabel,
   type MetricFamilies,
   type OutcomeLabel,
+  pendingFlushers,
   registerMetricFamilies
 } from "./MetricFamilies.ts"
 
@@ -75,6 +76,48 @@ interface EventTypeSeries {
   heldEvents: number
   heldReserved: number
   heldBytes: number
+  /** Counts not yet handed to prom-client (see `pendingFlushers`). */
+  pending: {
+    touchedBuffer: boolean
+    touchedReserved: boolean
+    bufferEvents: number
+    bufferBytes: number
+    reserved: number
+    acknowledged: number
+    failed: number
+    pulledEvents: number
+    pulledBytes: number
+    redelivered: number
+  }
+}
+
+const noPending = () => ({
+  touchedBuffer: false,
+  touchedReserved: false,
+  bufferEvents: 0,
+  bufferBytes: 0,
+  reserved: 0,
+  acknowledged: 0,
+  failed: 0,
+  pulledEvents: 0,
+  pulledBytes: 0,
+  redelivered: 0
+})
+
+const flushSeries = (s: EventTypeSeries): void => {
+  const p = s.pending
+  // Gauges that moved show even when their net change since the last scrape is 0 (events came and went).
+  if (p.touchedBuffer) {
+    s.bufferEvents.inc(p.bufferEvents)
+    s.bufferSizeBytes.inc(p.bufferBytes)
+  }
+  if (p.touchedReserved) s.bufferReservedEvents.inc(p.reserved)
+  if (isPositive(p.acknowledged)) s.acknowledged.inc(p.acknowledged)
+  if (isPositive(p.failed)) s.failed.inc(p.failed)
+  if (isPositive(p.pulledEvents)) s.pulledEvents.inc(p.pulledEvents)
+  if (isPositive(p.pulledBytes)) s.pulledBytes.inc(Math.round(p.pulledBytes))
+  if (isPositive(p.redelivered)) s.redelivered.inc(p.redelivered)
+  s.pending = noPending()
 }
 
 // prom-client throws on NaN, on infinities and on negative counter increments; the recorder must never throw.
@@ -147,7 +190,8 @@ const openRecorder = (families: MetricFamilies, labels: PrometheusLabels): OpenR
       redelivered: families.eventsRedelivered.labels(eventLabels),
       heldEvents: 0,
       heldReserved: 0,
-      heldBytes: 0
+      heldBytes: 0,
+      pending: noPending()
     }
     series.set(eventType, created)
     return created
@@ -165,36 +209,38 @@ const openRecorder = (families: MetricFamilies, labels: PrometheusLabels): OpenR
     },
     pulled: (eventType, count, bytes) => {
       if (!open) return
-      const s = seriesFor(eventType)
-      if (isPositive(count)) s.pulledEvents.inc(count)
-      if (isPositive(bytes)) s.pulledBytes.inc(bytes)
+      const p = seriesFor(eventType).pending
+      if (isPositive(count)) p.pulledEvents += count
+      if (isPositive(bytes)) p.pulledBytes += bytes
     },
     buffered: (eventType, deltaEvents, deltaBytes) => {
       if (!open) return
       const s = seriesFor(eventType)
+      if (isNonZero(deltaEvents) || isNonZero(deltaBytes)) s.pending.touchedBuffer = true
       if (isNonZero(deltaEvents)) {
-        s.bufferEvents.inc(deltaEvents)
+        s.pending.bufferEvents += deltaEvents
         s.heldEvents += deltaEvents
       }
       if (isNonZero(deltaBytes)) {
-        s.bufferSizeBytes.inc(deltaBytes)
+        s.pending.bufferBytes += deltaBytes
         s.heldBytes += deltaBytes
       }
     },
     reserved: (eventType, delta) => {
       if (!open || !isNonZero(delta)) return
       const s = seriesFor(eventType)
-      s.bufferReservedEvents.inc(delta)
+      s.pending.reserved += delta
+      s.pending.touchedReserved = true
       s.heldReserved += delta
     },
     acknowledged: (eventType, count) => {
-      if (open && isPositive(count)) seriesFor(eventType).acknowledged.inc(count)
+      if (open && isPositive(count)) seriesFor(eventType).pending.acknowledged += count
     },
     failed: (eventType, count) => {
-      if (open && isPositive(count)) seriesFor(eventType).failed.inc(count)
+      if (open && isPositive(count)) seriesFor(eventType).pending.failed += count
     },
     redelivered: (eventType, count) => {
-      if (open && isPositive(count)) seriesFor(eventType).redelivered.inc(count)
+      if (open && isPositive(count)) seriesFor(eventType).pending.redelivered += count
     },
     handlerDuration: (seconds, outcome) => {
       if (open && Number.isFinite(seconds)) handlerDuration[outcome].observe(Math.max(0, seconds))
@@ -224,9 +270,16 @@ const openRecorder = (families: MetricFamilies, labels: PrometheusLabels): OpenR
     }
   }
 
+  const flush = () => {
+    for (const s of series.values()) flushSeries(s)
+  }
+  pendingFlushers().add(flush)
+
   const close = (): void => {
     if (!open) return
     open = false
+    flush()
+    pendingFlushers().delete(flush)
     for (const s of series.values()) {
       if (s.heldEvents !== 0) s.bufferEvents.dec(s.heldEvents)
       if (s.heldReserved !== 0) s.bufferReservedEvents.dec(s.heldReserved)
