@@ -62,6 +62,9 @@ const measure = async (bufferSize: number, concurrency: number, shape: "batch" |
   return Math.round(EVENTS / seconds)
 }
 
+console.log(`${EVENTS.toLocaleString("en")} events, no-op handler, InMemory source`)
+console.log("| handler | bufferSize | concurrency | events/s | peak RSS MB |")
+console.log("| --- | --- | --- | --- | --- |")
 const rows: Array<string> = []
 for (const shape of ["batch", "event"] as const) {
   for (const bufferSize of [100, 1_000, 10_000]) {
