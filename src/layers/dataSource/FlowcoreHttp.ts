@@ -3,7 +3,7 @@
  * dedicated tenants are routed through the tenant instance lookup (cached 60 s), and every call is retried, timed out,
  * counted and turned into a `DataSourceError` that never carries a credential.
  */
-import { NodeHttpClient } from "@effect/platform-node"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Cache, Duration, Effect, Exit, Layer, Schema } from "effect"
 import { HttpClient } from "effect/http"
 import type { FlowcoreConnection } from "../../domain/config.ts"
