@@ -1,12 +1,18 @@
 /**
  * HTTP throughput: events per second from the emulator through FlowcoreHttp and the engine to a no-op handler,
  * beside the ceiling — a plain loop paging the same emulator with fetch + JSON.parse — in the same run.
- * Prints a markdown table; asserts nothing.
+ * The emulator runs as its own process (like a real server, on the other core), seeded through its persistence file;
+ * with IN_PROCESS=1 it shares the pump's process (and core) instead. Prints a markdown table; asserts nothing.
  *
  *   npm run bench:http                 (EVENTS=100000 by default)
+ *   IN_PROCESS=1 npm run bench:http
  */
+import { spawn } from "node:child_process"
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { Effect, Layer } from "effect"
-import { type Emulator, start } from "../src/emulator/index.ts"
+import { start } from "../src/emulator/index.ts"
 import { DataPump, flowcoreLayer, MemoryStateStore, TimeBucket } from "../src/index.ts"
 
 const EVENTS = Number(process.env.EVENTS ?? 100_000)
@@ -14,9 +20,11 @@ const HOUR = 3_600_000
 const source = { tenant: "bench", dataCore: "bench-dc", flowType: "bench.0", eventTypes: ["bench.created.0"] }
 const KEY = "fc_emulator_secret"
 
-const emulator: Emulator = await start()
+const dir = mkdtempSync(join(tmpdir(), "bench-http-"))
+const persistPath = join(dir, "events.ndjson")
+const seeder = await start({ persistPath })
 const first = Date.now() - 6 * HOUR
-emulator.ingestMany(
+seeder.ingestMany(
   Array.from({ length: EVENTS }, (_, i) => ({
     ...source,
     eventType: "bench.created.0",
@@ -24,8 +32,29 @@ emulator.ingestMany(
     eventTime: new Date(first + Math.floor((i * 5 * HOUR) / EVENTS))
   }))
 )
-const ids = emulator.ids(source.tenant, source.dataCore, source.flowType)
+const ids = seeder.ids(source.tenant, source.dataCore, source.flowType)
 const eventTypeId = ids.eventTypeIds["bench.created.0"] as string
+const inProcess = process.env.IN_PROCESS === "1"
+if (!inProcess) await seeder.close()
+
+const server = inProcess
+  ? undefined
+  : spawn(process.execPath, ["src/emulator/cli.ts", "--port", "0", "--persist", persistPath], {
+      stdio: ["ignore", "pipe", "inherit"]
+    })
+const url =
+  server === undefined
+    ? seeder.url
+    : await new Promise<string>((resolve, reject) => {
+        let out = ""
+        server.stdout.on("data", (chunk: Buffer) => {
+          out += chunk.toString()
+          const match = /listening on (http:\/\/\S+)/.exec(out)
+          if (match?.[1] !== undefined) resolve(match[1])
+        })
+        server.once("exit", (code) => reject(new Error(`emulator exited with ${code}`)))
+      })
+const emulator = { url }
 const buckets = Array.from({ length: 6 }, (_, h) => TimeBucket.fromDate(first + h * HOUR))
 const stopAt = new Date(first + 5 * HOUR + 1)
 
@@ -108,6 +137,7 @@ const fmt = (n: number) => Math.round(n).toLocaleString("en")
 const mb = (n: number) => Math.round(n / 1e6)
 
 const top = await ceiling(1000)
+console.log(`emulator ${inProcess ? "in this process" : "in its own process"}`)
 console.log(`ceiling (fetch + JSON.parse, pageSize 1000): ${fmt(top.rate)} events/s, peak RSS ${mb(top.rss)} MB`)
 console.log("")
 console.log("| bufferSize | concurrency | handler | events/s | × ceiling | peak RSS MB |")
@@ -127,4 +157,6 @@ console.log(
   `| 1000 | 100 | 1 ms per event | ${fmt(slow.rate)} | ${(slow.rate / top.rate).toFixed(2)} | ${mb(slow.rss)} |`
 )
 clearInterval(sampler)
-await emulator.close()
+if (server === undefined) await seeder.close()
+else server.kill("SIGTERM")
+rmSync(dir, { recursive: true, force: true })
