@@ -161,6 +161,7 @@ export const make = <R = never>(
 
     let stopAt = resolved.stopAt
     let current: Generation | undefined
+    let stopping: Generation | undefined
     let session: Session | undefined
     let retired: BufferSnapshot = emptySnapshot
     // Buffers live one generation; finished generations' counts are kept so the snapshot's counters never drop.
@@ -210,6 +211,7 @@ export const make = <R = never>(
           })
         }
         retired = generation.buffer.snapshot()
+        stopping = undefined
         finished.acknowledged += retired.acknowledged
         finished.failed += retired.failed
         finished.redelivered += retired.redelivered
@@ -232,6 +234,8 @@ export const make = <R = never>(
         const generation = current
         if (generation === undefined || (only !== undefined && only !== generation)) return false
         current = undefined
+        // Snapshots taken while it drains still see its buffer and counts.
+        stopping = generation
         yield* shutdown(generation)
         return true
       })
@@ -413,7 +417,7 @@ export const make = <R = never>(
       )
 
     const snapshot = Effect.gen(function* () {
-      const active = current?.buffer.snapshot()
+      const active = (current ?? stopping)?.buffer.snapshot()
       const buffer = active ?? retired
       const now = yield* Clock.currentTimeMillis
       const result: PumpSnapshot = {

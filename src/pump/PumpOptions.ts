@@ -99,10 +99,8 @@ const integer = (field: string, value: unknown, fallback: number, min: number, a
       ? Effect.succeed(value)
       : Effect.fail(InvalidOptions.of(field, value, allowed))
 
-const isEventProcessor = <R>(processor: Processor<R>): processor is EventProcessor<R> =>
+export const isPerEvent = <R>(processor: Processor<R>): processor is EventProcessor<R> =>
   typeof (processor as EventProcessor<R>).handleEvent === "function"
-
-export const isPerEvent = isEventProcessor
 
 export const resolveOptions = <R>(options: PumpOptions<R>): Effect.Effect<ResolvedOptions<R>, InvalidOptions> =>
   Effect.gen(function* () {
@@ -142,7 +140,7 @@ export const resolveOptions = <R>(options: PumpOptions<R>): Effect.Effect<Resolv
     const processor = options.processor
     let concurrency = 1
     if (processor !== undefined) {
-      const perEvent = isEventProcessor(processor)
+      const perEvent = isPerEvent(processor)
       if (!perEvent && typeof (processor as BatchProcessor<R>).handler !== "function") {
         return yield* Effect.fail(
           InvalidOptions.of("processor", processor, "an object with a handler(events) or a handleEvent(event) function")
