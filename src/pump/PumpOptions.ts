@@ -218,7 +218,7 @@ export const resolveOptions = <R>(options: PumpOptions<R>): Effect.Effect<Resolv
       rolloverSettleMs,
       drainTimeoutMs,
       maxPageSize: pageSize,
-      // A quarter of a page (at least 1) keeps requests large while the next page still overlaps processing.
+      // Half a page (at least 1) keeps requests large while the next page still overlaps processing.
       refillFreeSlots: Math.max(1, Math.min(pageSize, Math.ceil(pageSize / 2))),
       checkpointEveryEvents,
       checkpointIntervalMs,
