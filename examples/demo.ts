@@ -26,9 +26,7 @@ import {
   DataSource,
   dataPumpPromRegistry,
   FileStateStore,
-  flowcoreSourceLayer,
-  makeConnection,
-  runLayer,
+  flowcoreLayer,
   StateStore,
   TimeBucket,
   TimeUuid
@@ -181,15 +179,10 @@ const program = Effect.gen(function* () {
   say(`metrics   http://127.0.0.1:${(metricsServer.address() as AddressInfo).port}/metrics`)
   say(`state     ${shown(statePath)}`)
 
-  const connection = yield* makeConnection({
-    auth: { apiKey: API_KEY },
-    dataSource: source,
-    baseUrlOverride: emulator.url
-  })
   const services = Layer.mergeAll(
-    runLayer(connection, { type: "websocket" }),
+    flowcoreLayer({ auth: { apiKey: API_KEY }, dataSource: source, baseUrlOverride: emulator.url }),
     FileStateStore.layer({ path: statePath })
-  ).pipe(Layer.provideMerge(flowcoreSourceLayer(connection)))
+  )
 
   const handledByType = new Map<string, number>()
   let handled = 0
