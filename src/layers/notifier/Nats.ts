@@ -99,19 +99,16 @@ const make = Effect.fnUntraced(function* (options: NatsNotifierOptions) {
   const monitor = makeConnectionMonitor(NOTIFIER, metrics)
   const servers = typeof options.servers === "string" ? [options.servers] : options.servers
   const backoff = reconnectBackoff(500, 30_000)
-  let resolved: ResolvedSource | undefined
   let connectAttempts = 0
 
   /** One connect attempt, from resolving the flow type to the flushed subscriptions, in its own span. */
   const connect = Effect.suspend(() =>
     Effect.withSpan(
       Effect.gen(function* () {
-        const source =
-          resolved ??
-          (yield* dataSource.resolve.pipe(
-            Effect.mapError((error) => fail(`resolving the flow type failed: ${error.message}`, error))
-          ))
-        resolved = source
+        // The data source caches a successful resolve, so a reconnect does not look the ids up again.
+        const source = yield* dataSource.resolve.pipe(
+          Effect.mapError((error) => fail(`resolving the flow type failed: ${error.message}`, error))
+        )
         const connection = yield* openConnection(servers, options.connectTimeoutMs ?? 10_000)
         // Taken before subscribing: the client buffers status events for the iterator, so none is missed.
         const statusEvents = followStatus(connection, monitor)

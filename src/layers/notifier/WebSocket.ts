@@ -195,7 +195,6 @@ const make = Effect.fnUntraced(function* (options: WebSocketNotifierOptions) {
     pongTimeout: Duration.millis(options.pongTimeoutMs ?? 10_000)
   }
   const backoff = reconnectBackoff(options.reconnect?.baseDelayMs ?? 500, options.reconnect?.maxDelayMs ?? 30_000)
-  let resolved: ResolvedSource | undefined
   let connectAttempts = 0
 
   const onMessage = (source: ResolvedSource) => {
@@ -220,12 +219,10 @@ const make = Effect.fnUntraced(function* (options: WebSocketNotifierOptions) {
   const connect = Effect.suspend(() =>
     Effect.withSpan(
       Effect.gen(function* () {
-        const source =
-          resolved ??
-          (yield* dataSource.resolve.pipe(
-            Effect.mapError((error) => fail(`resolving the flow type failed: ${error.message}`, error))
-          ))
-        resolved = source
+        // The data source caches a successful resolve, so a reconnect does not look the ids up again.
+        const source = yield* dataSource.resolve.pipe(
+          Effect.mapError((error) => fail(`resolving the flow type failed: ${error.message}`, error))
+        )
         const target = yield* notificationUrl(options.connection)
         // `describe` is the URL without the credentials in its query.
         yield* Effect.annotateCurrentSpan("url.full", target.describe)
