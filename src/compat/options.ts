@@ -3,7 +3,7 @@
  * `InvalidOptions` naming the option path, the value received (never a secret) and what is allowed.
  */
 import { Predicate, Schema } from "effect"
-import { describeValue, InvalidOptions } from "../domain/errors.ts"
+import { InvalidOptions } from "../domain/errors.ts"
 import type { FlowcoreEvent } from "../domain/FlowcoreEvent.ts"
 import type { PumpStateInput } from "../domain/PumpState.ts"
 
@@ -214,5 +214,3 @@ export const validateOptions = (input: unknown): FlowcoreDataPumpOptions => {
   }
   throw InvalidOptions.of(field, received, allowed)
 }
-
-export { describeValue }

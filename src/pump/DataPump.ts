@@ -15,7 +15,8 @@ import {
   type CorruptState,
   type DataSourceError,
   type InvalidOptions,
-  InvalidTimeBucket,
+  type InvalidTimeBucket,
+  type InvalidTimeUuid,
   PumpLifecycleError,
   type StateStoreError
 } from "../domain/errors.ts"
@@ -87,7 +88,7 @@ export interface PumpController {
   readonly restart: (
     state: PumpStateInput,
     stopAt?: Date | null
-  ) => Effect.Effect<void, PumpStartError | InvalidTimeBucket>
+  ) => Effect.Effect<void, PumpStartError | InvalidTimeBucket | InvalidTimeUuid>
   /** Completes when the current run ends (stop, or a reached `stopAt`); fails with a fatal error. */
   readonly awaitStopped: Effect.Effect<void, StateStoreError>
   readonly isRunning: Effect.Effect<boolean>
@@ -132,14 +133,12 @@ const emptySnapshot: BufferSnapshot = {
   settled: 0
 }
 
-const validateState = (state: PumpStateInput): Effect.Effect<PumpState, InvalidTimeBucket> =>
+const validateState = (state: PumpStateInput): Effect.Effect<PumpState, InvalidTimeBucket | InvalidTimeUuid> =>
   Effect.gen(function* () {
     const timeBucket = yield* TimeBucket.parse(state?.timeBucket)
     if (state.eventId === undefined || state.eventId === null) return { timeBucket }
     const parsed = TimeUuid.parse(state.eventId)
-    if (!(parsed instanceof TimeUuid)) {
-      return yield* new InvalidTimeBucket({ value: String(state.eventId), message: parsed.message })
-    }
+    if (!(parsed instanceof TimeUuid)) return yield* parsed
     return { timeBucket, eventId: state.eventId }
   })
 
