@@ -3,6 +3,7 @@
  * handler, for bufferSize × concurrency × handler shape, with peak RSS. Prints a table; asserts nothing.
  *
  *   npm run bench:engine            (EVENTS=200000 by default)
+ *   ONLY=batch:1000x1 npm run bench:engine   (just these shape:bufferSize x concurrency rows)
  */
 import { Effect, Layer } from "effect"
 import type { FlowcoreEvent } from "../src/domain/FlowcoreEvent.ts"
@@ -65,10 +66,12 @@ const measure = async (bufferSize: number, concurrency: number, shape: "batch" |
 console.log(`${EVENTS.toLocaleString("en")} events, no-op handler, InMemory source`)
 console.log("| handler | bufferSize | concurrency | events/s | peak RSS MB |")
 console.log("| --- | --- | --- | --- | --- |")
+const only = process.env.ONLY?.split(",").map((row) => row.trim())
 const rows: Array<string> = []
 for (const shape of ["batch", "event"] as const) {
   for (const bufferSize of [100, 1_000, 10_000]) {
     for (const concurrency of [1, 10, 100]) {
+      if (only !== undefined && !only.includes(`${shape}:${bufferSize}x${concurrency}`)) continue
       const rate = await measure(bufferSize, concurrency, shape)
       const rssMb = Math.round(process.memoryUsage().rss / 1e6)
       rows.push(`| ${shape} | ${bufferSize} | ${concurrency} | ${rate.toLocaleString("en")} | ${rssMb} |`)
