@@ -5,7 +5,7 @@
  * - per batch: batches of up to `concurrency` events, one after another; `sequential` retries a failed batch in place.
  * A handler that exceeds `handlerTimeoutMs` is interrupted, and that counts as a failed delivery.
  */
-import { Clock, Duration, Effect, Exit, Queue, Schedule, Semaphore, Tracer } from "effect"
+import { Cause, Clock, Duration, Effect, Exit, Fiber, Queue, Schedule, Semaphore, Tracer } from "effect"
 import type { FlowcoreEvent } from "../domain/FlowcoreEvent.ts"
 import type { Buffer, Delivery } from "../services/EventBuffer.ts"
 import type { PumpMetricsRecorder } from "../services/PumpMetrics.ts"
@@ -54,12 +54,70 @@ const producerLinks = (events: ReadonlyArray<FlowcoreEvent>): Array<Tracer.SpanL
   return links
 }
 
+/** A handler call that has not completed synchronously, watched for its deadline. */
+interface WatchedCall {
+  readonly deadline: number
+  readonly fiber: Fiber.Fiber<void, unknown>
+  timedOut: boolean
+}
+
+/**
+ * Handler deadlines without a timer per call (`Effect.timeout` forks a racer and arms a timer for every call, which
+ * costs more than a no-op handler): each call runs in its own fiber, started at once so that a handler that completes
+ * synchronously never suspends, and one watchdog fiber per processor wakes at the earliest deadline and interrupts
+ * the calls past it. Every deadline is "start + timeout", so a call that starts while the watchdog sleeps can never
+ * be due before the watchdog wakes.
+ */
+const makeDeadlines = (clock: Clock.Clock, timeoutMs: number) => {
+  const watched = new Set<WatchedCall>()
+  const timeoutError = () =>
+    new Cause.TimeoutError(`The handler did not finish within handlerTimeoutMs (${timeoutMs} ms)`)
+
+  const watchdog: Effect.Effect<never> = Effect.forever(
+    Effect.suspend(() => {
+      const now = clock.currentTimeMillisUnsafe()
+      let next = now + timeoutMs
+      for (const call of watched) {
+        if (call.deadline <= now) {
+          watched.delete(call)
+          call.timedOut = true
+          call.fiber.interruptUnsafe()
+        } else if (call.deadline < next) {
+          next = call.deadline
+        }
+      }
+      return Effect.sleep(Duration.millis(next - now))
+    })
+  )
+
+  /** Like `Effect.timeout(handler, timeoutMs)`: fails with a `TimeoutError` once the handler has been interrupted. */
+  const withDeadline = <R>(handler: Effect.Effect<void, unknown, R>): Effect.Effect<void, unknown, R> =>
+    Effect.suspend(() => {
+      const deadline = clock.currentTimeMillisUnsafe() + timeoutMs
+      return Effect.flatMap(Effect.forkChild(handler, { startImmediately: true }), (fiber) => {
+        const done = fiber.pollUnsafe()
+        if (done !== undefined) return done
+        const call: WatchedCall = { deadline, fiber, timedOut: false }
+        watched.add(call)
+        return Effect.flatMap(
+          Effect.ensuring(
+            Fiber.await(fiber),
+            Effect.sync(() => watched.delete(call))
+          ),
+          (exit) => (call.timedOut && Exit.hasInterrupts(exit) ? Effect.fail(timeoutError()) : exit)
+        )
+      })
+    })
+
+  return { watchdog, withDeadline }
+}
+
 /** How handlers are wrapped: read once per processor, since both checks sit on the per-event path. */
 interface Instrumentation {
   readonly clock: Clock.Clock
   /** False under Effect's default (native) tracer, whose spans go nowhere: then no handler span is made at all. */
   readonly tracing: boolean
-  readonly handlerTimeout: Duration.Duration
+  readonly withDeadline: <R>(handler: Effect.Effect<void, unknown, R>) => Effect.Effect<void, unknown, R>
 }
 
 /**
@@ -94,7 +152,7 @@ const timed = <R>(
 ): Effect.Effect<Exit.Exit<void, unknown>, never, R> =>
   Effect.suspend(() => {
     const started = instrumentation.clock.currentTimeMillisUnsafe()
-    return Effect.map(Effect.exit(span(Effect.timeout(handler, instrumentation.handlerTimeout))), (exit) => {
+    return Effect.map(Effect.exit(span(instrumentation.withDeadline(handler))), (exit) => {
       const ended = instrumentation.clock.currentTimeMillisUnsafe()
       deps.metrics.handlerDuration((ended - started) / 1000, outcomeOf(exit))
       return exit
@@ -266,12 +324,15 @@ export const runProcessor = <R>(deps: ProcessorDeps<R>): Effect.Effect<void, nev
   Effect.gen(function* () {
     const processor = deps.options.processor
     if (processor === undefined) return
+    const clock = yield* Clock.Clock
+    const deadlines = makeDeadlines(clock, deps.options.handlerTimeoutMs)
+    yield* Effect.forkScoped(deadlines.watchdog)
     const instrumentation: Instrumentation = {
-      clock: yield* Clock.Clock,
+      clock,
       tracing: (yield* Tracer.Tracer) !== Tracer.nativeTracer,
-      handlerTimeout: Duration.millis(deps.options.handlerTimeoutMs)
+      withDeadline: deadlines.withDeadline
     }
     yield* isPerEvent(processor)
       ? runEventWorkers(deps, processor, instrumentation)
       : runBatches(deps, processor, instrumentation)
-  })
+  }).pipe(Effect.scoped)

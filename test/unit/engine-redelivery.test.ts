@@ -242,6 +242,84 @@ describe("guarantee 5: no double delivery while running", () => {
     )
   })
 
+  it.effect("each handler call times out handlerTimeoutMs after its own start, not on a shared tick", () => {
+    const events = eventsFrom(NOW - 2 * HOUR, 3)
+    const [first, second] = events as [FlowcoreEvent, FlowcoreEvent, FlowcoreEvent]
+    return atNow(
+      Effect.gen(function* () {
+        const log: Array<string> = []
+        const stamp = (what: string) =>
+          Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => log.push(`${what}@${now - NOW}`)))
+        const pump = yield* DataPump.make({
+          bufferSize: 10,
+          handlerTimeoutMs: 1000,
+          drainTimeoutMs: 0,
+          redelivery: { baseDelayMs: 10_000, maxDelayMs: 10_000 },
+          processor: {
+            concurrency: 2,
+            handleEvent: (event, { attempt }) => {
+              if (attempt > 1) return Effect.void
+              const name = event === first ? "first" : event === second ? "second" : "third"
+              // The second finishes after 400 ms, so the third starts then and is due at 1400 ms, not at 1000 ms.
+              const work = event === second ? Effect.sleep("400 millis") : Effect.never
+              return work.pipe(Effect.onInterrupt(() => stamp(`${name} interrupted`)))
+            }
+          }
+        })
+        yield* pump.start
+        yield* advanceUntil("the second run of the timed-out events is acknowledged", () =>
+          Effect.map(pump.snapshot, (snapshot) => snapshot.counters.acknowledged === 3)
+        )
+        expect(log).toEqual(["first interrupted@1000", "third interrupted@1400"])
+        expect((yield* pump.snapshot).counters).toMatchObject({ redelivered: 2, failed: 0, acknowledged: 3 })
+        yield* pump.stop
+      }).pipe(Effect.provide(testLayers({ events, state: historyStart })))
+    )
+  })
+
+  it.effect("a sequential batch that times out is interrupted and retried in place", () => {
+    const events = eventsFrom(NOW - 2 * HOUR, 2)
+    return atNow(
+      Effect.gen(function* () {
+        const log: Array<string> = []
+        let calls = 0
+        const pump = yield* DataPump.make({
+          bufferSize: 10,
+          handlerTimeoutMs: 1000,
+          redelivery: { baseDelayMs: 100, maxDelayMs: 100 },
+          processor: {
+            concurrency: 5,
+            sequential: true,
+            handler: (batch) =>
+              Effect.suspend(() => {
+                calls++
+                const call = calls
+                return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+                  log.push(`call ${call} with ${batch.length}@${now - NOW}`)
+                  return call === 1
+                    ? Effect.never.pipe(
+                        Effect.onInterrupt(() => Effect.sync(() => log.push(`call ${call} interrupted`)))
+                      )
+                    : Effect.void
+                })
+              })
+          }
+        })
+        yield* pump.start
+        yield* advanceUntil("the retried batch is acknowledged", () =>
+          Effect.map(pump.snapshot, (snapshot) => snapshot.counters.acknowledged === 2)
+        )
+        expect(log[0]).toBe("call 1 with 2@0")
+        expect(log[1]).toBe("call 1 interrupted")
+        // Retried in place after the backoff that follows the timeout at 1000 ms.
+        expect(log[2]).toMatch(/^call 2 with 2@/)
+        expect(Number(log[2]?.split("@")[1])).toBeGreaterThan(1000)
+        expect(log).toHaveLength(3)
+        yield* pump.stop
+      }).pipe(Effect.provide(testLayers({ events, state: historyStart })))
+    )
+  })
+
   it.effect("a pull-mode reservation expires after achknowledgeTimeoutMs and is then redelivered", () => {
     const events = eventsFrom(NOW - 2 * HOUR, 1)
     const [only] = events as [FlowcoreEvent]
