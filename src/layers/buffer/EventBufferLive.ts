@@ -83,6 +83,27 @@ class Signal {
   }
 }
 
+/**
+ * Waiters for free space, each with the number of free slots it needs: an ack frees one slot at a time, and waking
+ * the fetch loop on every ack (for it to find too little space and wait again) would cost a fiber resume per event.
+ */
+class SpaceWaiters {
+  waiters: Array<{ readonly needed: number; readonly deferred: Deferred.Deferred<void> }> = []
+  wait(needed: number): Effect.Effect<void> {
+    const deferred = Deferred.makeUnsafe<void>()
+    this.waiters.push({ needed, deferred })
+    return Deferred.await(deferred)
+  }
+  /** Wakes the waiters whose need is met (all of them when `free` is Infinity, i.e. on close). */
+  wake(free: number): void {
+    if (this.waiters.length === 0) return
+    if (!this.waiters.some((waiter) => waiter.needed <= free)) return
+    const waiters = this.waiters
+    this.waiters = waiters.filter((waiter) => waiter.needed > free)
+    for (const waiter of waiters) if (waiter.needed <= free) Deferred.doneUnsafe(waiter.deferred, Effect.void)
+  }
+}
+
 const emptyDelivery: Delivery = { deliveryId: 0, events: [], attempts: [] }
 
 /** Hands out delivery ids; one source per layer, so ids never repeat across the buffers of successive generations. */
@@ -105,7 +126,7 @@ export const makeBuffer = (
     const open = new Deque<Entry>()
     const retry = new Deque<Entry>()
     const openSignal = new Signal()
-    const spaceSignal = new Signal()
+    const spaceWaiters = new SpaceWaiters()
     const watermarkSignal = new Signal()
     const emptySignal = new Signal()
     /** Expiry timers of pull-mode deliveries, with how many of their events are still reserved. */
@@ -141,7 +162,7 @@ export const makeBuffer = (
       }
       if (covered === undefined || covered <= savedPruned) return
       savedPruned = covered
-      spaceSignal.wakeAll()
+      spaceWaiters.wake(freeSlots())
     }
 
     const advanceWatermark = () => {
@@ -162,7 +183,7 @@ export const makeBuffer = (
       if (releaseOnSettle) savedPruned = prunedTotal
       else prunedAtVersion.push([watermarkVersion, prunedTotal])
       watermarkSignal.wakeAll()
-      spaceSignal.wakeAll()
+      spaceWaiters.wake(freeSlots())
       if (entries.length === 0) emptySignal.wakeAll()
     }
 
@@ -361,11 +382,12 @@ export const makeBuffer = (
       })
 
     const awaitSpace = (free: number): Effect.Effect<void> =>
-      Effect.suspend(() =>
-        closed || freeSlots() >= Math.min(free, config.capacity)
+      Effect.suspend(() => {
+        const needed = Math.min(free, config.capacity)
+        return closed || freeSlots() >= needed
           ? Effect.void
-          : Effect.andThen(spaceSignal.wait(), awaitSpace(free))
-      )
+          : Effect.andThen(spaceWaiters.wait(needed), awaitSpace(free))
+      })
 
     const awaitWatermark = (seen: number): Effect.Effect<number> =>
       Effect.suspend(() =>
@@ -397,7 +419,7 @@ export const makeBuffer = (
     const close = Effect.sync(() => {
       closed = true
       openSignal.wakeAll()
-      spaceSignal.wakeAll()
+      spaceWaiters.wake(Number.POSITIVE_INFINITY)
       watermarkSignal.wakeAll()
       emptySignal.wakeAll()
     })
