@@ -128,7 +128,7 @@ const histogram = <L extends string>(
     registry,
     "histogram",
     definition,
-    () => new Histogram({ ...definition, labelNames: definition.labelNames, buckets, registers: [registry] })
+    () => new Histogram({ ...definition, labelNames: definition.labelNames, buckets, registers: [registry], collect })
   )
 
 /**

@@ -7,13 +7,13 @@
  * stale buffer, and another pump with the same labels keeps its own share.
  */
 import { Effect, Layer } from "effect"
-import { type Counter, type Gauge, type Histogram, Registry } from "prom-client"
+import { type Counter, type Gauge, Registry } from "prom-client"
 import { PumpMetrics, type PumpMetricsRecorder } from "../../services/PumpMetrics.ts"
+import { type BatchedSeries, batchedSeries } from "./BatchedHistogram.ts"
 import {
   type BaseLabel,
   type EventTypeLabel,
   type MetricFamilies,
-  type OutcomeLabel,
   pendingFlushers,
   registerMetricFamilies
 } from "./MetricFamilies.ts"
@@ -152,10 +152,10 @@ const openRecorder = (families: MetricFamilies, labels: PrometheusLabels): OpenR
   }
   const series = new Map<string, EventTypeSeries>()
   const commands = new Map<string, Counter.Internal>()
-  const handlerDuration: Record<"success" | "failure" | "timeout", Histogram.Internal<OutcomeLabel>> = {
-    success: families.handlerDuration.labels({ ...base, outcome: "success" }),
-    failure: families.handlerDuration.labels({ ...base, outcome: "failure" }),
-    timeout: families.handlerDuration.labels({ ...base, outcome: "timeout" })
+  const handlerDuration: Record<"success" | "failure" | "timeout", BatchedSeries> = {
+    success: batchedSeries(families.handlerDuration, { ...base, outcome: "success" }),
+    failure: batchedSeries(families.handlerDuration, { ...base, outcome: "failure" }),
+    timeout: batchedSeries(families.handlerDuration, { ...base, outcome: "timeout" })
   }
   const fetchPageDuration = families.fetchPageDuration.labels(base)
   const lagSeconds = families.lagSeconds.labels(base)
@@ -272,6 +272,7 @@ const openRecorder = (families: MetricFamilies, labels: PrometheusLabels): OpenR
 
   const flush = () => {
     for (const s of series.values()) flushSeries(s)
+    for (const outcome of Object.values(handlerDuration)) outcome.flush()
   }
   pendingFlushers().add(flush)
 
