@@ -218,8 +218,10 @@ export const resolveOptions = <R>(options: PumpOptions<R>): Effect.Effect<Resolv
       rolloverSettleMs,
       drainTimeoutMs,
       maxPageSize: pageSize,
-      // Half a page (at least 1) keeps requests large while the next page still overlaps processing.
-      refillFreeSlots: Math.max(1, Math.min(pageSize, Math.ceil(pageSize / 2))),
+      // When the next page is requested. A buffer of two pages or more still holds at least a page while the next
+      // one is on its way, so it waits for room for a whole page; a smaller one asks at half a page (at least 1),
+      // which keeps requests large while the next page still overlaps processing.
+      refillFreeSlots: bufferSize >= 2 * pageSize ? pageSize : Math.max(1, Math.ceil(pageSize / 2)),
       checkpointEveryEvents,
       checkpointIntervalMs,
       supervisionSchedule: cappedBackoff(supervisionBase, supervisionMax)

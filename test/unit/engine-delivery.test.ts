@@ -225,4 +225,54 @@ describe("guarantee 3: bounded memory", () => {
       }).pipe(Effect.provide(Layer.provideMerge(observed, testLayers({ events, state: historyStart }))))
     )
   })
+
+  it.effect(
+    "pages are never requested for a few free slots: half a page, or a whole one when the buffer holds two",
+    () => {
+      const events = eventsFrom(NOW - 2 * HOUR, 60, 20_000)
+      const requestedSizes = (bufferSize: number, maxPageSize: number) => {
+        const sizes: Array<number> = []
+        const observed = Layer.effect(
+          DataSource,
+          Effect.gen(function* () {
+            const inner = yield* DataSource
+            return DataSource.of({
+              ...inner,
+              fetchPage: (request) => {
+                if (request.timeBucket < TimeBucket.fromDate(NOW)) sizes.push(request.pageSize)
+                return inner.fetchPage(request)
+              }
+            })
+          })
+        )
+        return atNow(
+          Effect.gen(function* () {
+            let handled = 0
+            const pump = yield* DataPump.make({
+              bufferSize,
+              maxPageSize,
+              processor: {
+                concurrency: 2,
+                handleEvent: () => Effect.sleep("300 millis").pipe(Effect.andThen(Effect.sync(() => handled++)))
+              }
+            })
+            yield* pump.start
+            yield* advanceUntil("every event is handled", () => Effect.succeed(handled === events.length), {
+              stepMs: 50
+            })
+            yield* pump.stop
+            return sizes
+          }).pipe(Effect.provide(Layer.provideMerge(observed, testLayers({ events, state: historyStart }))))
+        )
+      }
+      return Effect.gen(function* () {
+        const halfPages = yield* requestedSizes(10, 10)
+        expect(halfPages.length).toBeGreaterThan(6)
+        for (const size of halfPages) expect(size).toBeGreaterThanOrEqual(5)
+        const wholePages = yield* requestedSizes(10, 4)
+        expect(wholePages.length).toBeGreaterThanOrEqual(15)
+        for (const size of wholePages) expect(size).toBe(4)
+      })
+    }
+  )
 })
