@@ -90,26 +90,33 @@ const makeDeadlines = (clock: Clock.Clock, timeoutMs: number) => {
     })
   )
 
-  /** Like `Effect.timeout(handler, timeoutMs)`: fails with a `TimeoutError` once the handler has been interrupted. */
-  const withDeadline = <R>(handler: Effect.Effect<void, unknown, R>): Effect.Effect<void, unknown, R> =>
-    Effect.suspend(() => {
-      const deadline = clock.currentTimeMillisUnsafe() + timeoutMs
-      return Effect.flatMap(Effect.forkChild(handler, { startImmediately: true }), (fiber) => {
-        const done = fiber.pollUnsafe()
-        if (done !== undefined) return done
-        const call: WatchedCall = { deadline, fiber, timedOut: false }
-        watched.add(call)
-        return Effect.flatMap(
-          Effect.ensuring(
-            Fiber.await(fiber),
-            Effect.sync(() => watched.delete(call))
-          ),
-          (exit) => (call.timedOut && Exit.hasInterrupts(exit) ? Effect.fail(timeoutError()) : exit)
-        )
-      })
+  /**
+   * Runs `handler` (which started at `startedAt`) to its Exit, interrupting it at its deadline; a timed-out call
+   * fails with a `TimeoutError`, as with `Effect.timeout`.
+   */
+  const exitWithin = <R>(
+    handler: Effect.Effect<void, unknown, R>,
+    startedAt: number
+  ): Effect.Effect<Exit.Exit<void, unknown>, never, R> =>
+    Effect.flatMap(Effect.forkChild(handler, { startImmediately: true }), (fiber) => {
+      const done = fiber.pollUnsafe()
+      if (done !== undefined) return Effect.succeed(done)
+      const call: WatchedCall = { deadline: startedAt + timeoutMs, fiber, timedOut: false }
+      watched.add(call)
+      return Effect.map(
+        Effect.ensuring(
+          Fiber.await(fiber),
+          Effect.sync(() => watched.delete(call))
+        ),
+        (exit) => (call.timedOut && Exit.hasInterrupts(exit) ? Exit.fail(timeoutError()) : exit)
+      )
     })
 
-  return { watchdog, withDeadline }
+  /** `exitWithin` as an effect that fails like the handler (for a span to see the failure). */
+  const withDeadline = <R>(handler: Effect.Effect<void, unknown, R>): Effect.Effect<void, unknown, R> =>
+    Effect.suspend(() => Effect.flatten(exitWithin(handler, clock.currentTimeMillisUnsafe())))
+
+  return { watchdog, exitWithin, withDeadline }
 }
 
 /** How handlers are wrapped: read once per processor, since both checks sit on the per-event path. */
@@ -117,7 +124,7 @@ interface Instrumentation {
   readonly clock: Clock.Clock
   /** False under Effect's default (native) tracer, whose spans go nowhere: then no handler span is made at all. */
   readonly tracing: boolean
-  readonly withDeadline: <R>(handler: Effect.Effect<void, unknown, R>) => Effect.Effect<void, unknown, R>
+  readonly deadlines: ReturnType<typeof makeDeadlines>
 }
 
 /**
@@ -141,8 +148,9 @@ const handlerSpan =
       : self
 
 /**
- * Runs a handler with the timeout inside its span, measuring it; never fails (the outcome is in the Exit). The span
- * covers the timeout so that a timed-out handler ends its span with outcome "timeout", not as a bare interruption.
+ * Runs a handler with its deadline, measuring it; never fails (the outcome is in the Exit). A span covers the
+ * deadline so that a timed-out handler ends its span with outcome "timeout", not as a bare interruption; without
+ * tracing the Exit is taken straight from the handler's fiber, since this sits on the per-event path.
  */
 const timed = <R>(
   deps: ProcessorDeps<R>,
@@ -151,10 +159,13 @@ const timed = <R>(
   handler: Effect.Effect<void, unknown, R>
 ): Effect.Effect<Exit.Exit<void, unknown>, never, R> =>
   Effect.suspend(() => {
-    const started = instrumentation.clock.currentTimeMillisUnsafe()
-    return Effect.map(Effect.exit(span(instrumentation.withDeadline(handler))), (exit) => {
-      const ended = instrumentation.clock.currentTimeMillisUnsafe()
-      deps.metrics.handlerDuration((ended - started) / 1000, outcomeOf(exit))
+    const { clock, deadlines } = instrumentation
+    const started = clock.currentTimeMillisUnsafe()
+    const run = instrumentation.tracing
+      ? Effect.exit(span(deadlines.withDeadline(handler)))
+      : deadlines.exitWithin(handler, started)
+    return Effect.map(run, (exit) => {
+      deps.metrics.handlerDuration((clock.currentTimeMillisUnsafe() - started) / 1000, outcomeOf(exit))
       return exit
     })
   })
@@ -192,7 +203,9 @@ const runEventWorkers = <R>(
   if (processor.orderingKey === undefined) {
     const worker: Effect.Effect<void, never, R> = Effect.gen(function* () {
       for (;;) {
-        const delivery = yield* buffer.reserve(1)
+        // Only wait (an effect) when nothing is open: under load the events are already there.
+        let delivery = buffer.tryReserve(1)
+        if (delivery.events.length === 0) delivery = yield* buffer.reserve(1)
         const event = delivery.events[0]
         if (event === undefined) return
         yield* handleOne(event, delivery.attempts[0] ?? 1, delivery.deliveryId)
@@ -282,7 +295,8 @@ const runBatches = <R>(
     const { buffer, options } = deps
     const attemptsAllowed = options.maxRedeliveryCount
     for (;;) {
-      const delivery = yield* buffer.reserve(options.concurrency)
+      let delivery = buffer.tryReserve(options.concurrency)
+      if (delivery.events.length === 0) delivery = yield* buffer.reserve(options.concurrency)
       if (delivery.events.length === 0) return
       const ids = idsOf(delivery.events)
       const firstDelivery = Math.max(...delivery.attempts)
@@ -330,7 +344,7 @@ export const runProcessor = <R>(deps: ProcessorDeps<R>): Effect.Effect<void, nev
     const instrumentation: Instrumentation = {
       clock,
       tracing: (yield* Tracer.Tracer) !== Tracer.nativeTracer,
-      withDeadline: deadlines.withDeadline
+      deadlines
     }
     yield* isPerEvent(processor)
       ? runEventWorkers(deps, processor, instrumentation)
