@@ -275,4 +275,49 @@ describe("guarantee 3: bounded memory", () => {
       })
     }
   )
+
+  it.effect("with room for another page, the next page is requested before the current one is handled", () => {
+    const events = eventsFrom(NOW - 2 * HOUR, 12, 20_000)
+    const log: Array<string> = []
+    const observed = Layer.effect(
+      DataSource,
+      Effect.gen(function* () {
+        const inner = yield* DataSource
+        return DataSource.of({
+          ...inner,
+          fetchPage: (request) => {
+            if (request.timeBucket < TimeBucket.fromDate(NOW)) log.push(`request ${request.pageSize}`)
+            return inner.fetchPage(request)
+          }
+        })
+      })
+    )
+    return atNow(
+      Effect.gen(function* () {
+        let done = 0
+        const pump = yield* DataPump.make({
+          bufferSize: 10,
+          maxPageSize: 4,
+          processor: {
+            concurrency: 2,
+            handleEvent: (event) =>
+              Effect.sync(() => log.push(`handle ${events.indexOf(event)}`)).pipe(
+                Effect.andThen(Effect.sleep("1 second")),
+                Effect.andThen(Effect.sync(() => done++))
+              )
+          }
+        })
+        yield* pump.start
+        yield* advanceUntil("every event is handled", () => Effect.succeed(done === events.length))
+        yield* pump.stop
+        // Fetching overlaps processing: page 2 (4 events, room for 6 more) is asked for as page 1 arrives, before
+        // any of its events reaches a handler; page 3 would not fit beside them and waits for room.
+        const handled = (index: number) => log.indexOf(`handle ${index}`)
+        const requests = log.flatMap((line, at) => (line.startsWith("request") ? [at] : []))
+        expect(requests.length).toBeGreaterThanOrEqual(3)
+        expect(requests[1]).toBeLessThan(handled(0))
+        expect(requests[2]).toBeGreaterThan(handled(2))
+      }).pipe(Effect.provide(Layer.provideMerge(observed, testLayers({ events, state: historyStart }))))
+    )
+  })
 })
