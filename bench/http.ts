@@ -208,6 +208,10 @@ const measureRow = async (bufferSize: number, concurrency: number, slowMs: numbe
 await ceiling(1000)
 await pump(1000, 10, 0)
 
+// For the bufferSize 100 rows: the same loop when no page may hold more than 100 events (guarantee 3).
+const smallPages: Array<number> = []
+for (let i = 0; i < REPEAT; i++) smallPages.push((await ceiling(100)).rate)
+
 const rows: Array<string> = []
 for (const bufferSize of [100, 1_000, 10_000]) {
   for (const concurrency of [1, 10, 100]) {
@@ -234,6 +238,7 @@ console.log(
   `ceiling (fetch + JSON.parse, pageSize 1000), ${ceilings.length} runs: median ${fmt(median(ceilingRates))} events/s ` +
     `(${fmt(Math.min(...ceilingRates))}–${fmt(Math.max(...ceilingRates))}), peak RSS ${mb(Math.max(...ceilings.map((run) => run.rss)))} MB`
 )
+console.log(`the same loop with pageSize 100: median ${fmt(median(smallPages))} events/s`)
 console.log("")
 console.log("| bufferSize | concurrency | handler | events/s (median) | × ceiling (median) | peak RSS MB |")
 console.log("| --- | --- | --- | --- | --- | --- |")
