@@ -181,20 +181,12 @@ const valueAt = (input: unknown, path: ReadonlyArray<string>): unknown =>
     input
   )
 
-const SECRET_FIELDS = new Set(["apiKey", "apiKeyId"])
+// A value given where a bearer-token function belongs is likely the token itself.
+const SECRET_FIELDS = new Set(["apiKey", "apiKeyId", "getBearerToken"])
 
-/** Validates the options; throws `InvalidOptions` on the first problem. */
-export const validateOptions = (input: unknown): FlowcoreDataPumpOptions => {
-  const exit = decode(input)
-  if (exit._tag === "Success") return input as FlowcoreDataPumpOptions
-  const error = exit.cause.reasons.find((reason) => reason._tag === "Fail")
-  const message = error !== undefined && error._tag === "Fail" ? String((error.error as Error).message) : "invalid"
-  const [first, ...rest] = message.split("\n")
-  const pathLine = rest.find((line) => line.trim().startsWith("at "))
-  const path =
-    pathLine === undefined ? [] : [...pathLine.matchAll(/\["([^"]*)"\]|\[(\d+)\]/g)].map((m) => m[1] ?? m[2] ?? "")
+/** Throws `InvalidOptions` for the option at `path`; for a secret field only the kind of value is named. */
+const reject = (input: unknown, path: ReadonlyArray<string>, allowed: string): never => {
   const field = path.length === 0 ? "options" : path.join(".")
-  const allowed = (first ?? "").replace(/^Expected /, "")
   const received = valueAt(input, path)
   if (path.some((part) => SECRET_FIELDS.has(part))) {
     // Only the kind of value is named: a secret must never reach a message, a log or an error report.
@@ -213,4 +205,30 @@ export const validateOptions = (input: unknown): FlowcoreDataPumpOptions => {
     })
   }
   throw InvalidOptions.of(field, received, allowed)
+}
+
+/**
+ * The auth union is told apart by its key: an object with `getBearerToken` (and no `apiKey`) is the bearer form, so a
+ * wrong `getBearerToken` is reported as such, not as a missing `apiKey` (the union's first member).
+ */
+const checkBearerAuth = (input: unknown): void => {
+  const auth = valueAt(input, ["auth"])
+  if (typeof auth !== "object" || auth === null || !("getBearerToken" in auth) || "apiKey" in auth) return
+  if (!Predicate.isFunction((auth as { readonly getBearerToken: unknown }).getBearerToken)) {
+    reject(input, ["auth", "getBearerToken"], "a function")
+  }
+}
+
+/** Validates the options; throws `InvalidOptions` on the first problem. */
+export const validateOptions = (input: unknown): FlowcoreDataPumpOptions => {
+  checkBearerAuth(input)
+  const exit = decode(input)
+  if (exit._tag === "Success") return input as FlowcoreDataPumpOptions
+  const error = exit.cause.reasons.find((reason) => reason._tag === "Fail")
+  const message = error !== undefined && error._tag === "Fail" ? String((error.error as Error).message) : "invalid"
+  const [first, ...rest] = message.split("\n")
+  const pathLine = rest.find((line) => line.trim().startsWith("at "))
+  const path =
+    pathLine === undefined ? [] : [...pathLine.matchAll(/\["([^"]*)"\]|\[(\d+)\]/g)].map((m) => m[1] ?? m[2] ?? "")
+  return reject(input, path, (first ?? "").replace(/^Expected /, ""))
 }

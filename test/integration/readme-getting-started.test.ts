@@ -459,6 +459,8 @@ describe("README: options are validated", () => {
       [{ dataSource: { ...source, eventTypes: [] } }, "dataSource.eventTypes", "[]", "a non-empty array"],
       [{ dataSource: { ...source, eventTypes: [""] } }, "dataSource.eventTypes.0", '""', "a non-empty string"],
       [{ auth: { apiKey: 12345 } }, "auth.apiKey", "a number", "a non-empty string"],
+      // The token itself where the function belongs: named as the bearer option, and never echoed.
+      [{ auth: { getBearerToken: "eyJhbGciOi.token" } }, "auth.getBearerToken", "a string", "a function"],
       [{ includeSensitiveData: "yes" }, "includeSensitiveData", '"yes"', "true or false"]
     ]
     for (const [options, field, received, allowed] of cases) {
