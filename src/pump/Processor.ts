@@ -108,7 +108,8 @@ const makeDeadlines = (clock: Clock.Clock, timeoutMs: number) => {
           Fiber.await(fiber),
           Effect.sync(() => watched.delete(call))
         ),
-        (exit) => (call.timedOut && Exit.hasInterrupts(exit) ? Exit.fail(timeoutError()) : exit)
+        // Past its deadline it is a timeout, even if an uninterruptible handler went on to finish.
+        (exit) => (call.timedOut ? Exit.fail(timeoutError()) : exit)
       )
     })
 

@@ -277,6 +277,35 @@ describe("guarantee 5: no double delivery while running", () => {
     )
   })
 
+  it.effect("an uninterruptible handler that finishes after its deadline still counts as timed out", () => {
+    const events = eventsFrom(NOW - 2 * HOUR, 1)
+    return atNow(
+      Effect.gen(function* () {
+        const attempts: Array<number> = []
+        const pump = yield* DataPump.make({
+          bufferSize: 10,
+          handlerTimeoutMs: 1000,
+          redelivery: { baseDelayMs: 100, maxDelayMs: 100 },
+          processor: {
+            handleEvent: (_event, { attempt }) =>
+              Effect.uninterruptible(
+                Effect.sync(() => attempts.push(attempt)).pipe(
+                  Effect.andThen(attempt === 1 ? Effect.sleep("3 seconds") : Effect.void)
+                )
+              )
+          }
+        })
+        yield* pump.start
+        yield* advanceUntil("the redelivery is acknowledged", () =>
+          Effect.map(pump.snapshot, (snapshot) => snapshot.counters.acknowledged === 1)
+        )
+        expect(attempts).toEqual([1, 2])
+        expect((yield* pump.snapshot).counters).toMatchObject({ redelivered: 1, acknowledged: 1 })
+        yield* pump.stop
+      }).pipe(Effect.provide(testLayers({ events, state: historyStart })))
+    )
+  })
+
   it.effect("a sequential batch that times out is interrupted and retried in place", () => {
     const events = eventsFrom(NOW - 2 * HOUR, 2)
     return atNow(
