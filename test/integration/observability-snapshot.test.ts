@@ -72,9 +72,15 @@ describe("observability: the facade's snapshot", () => {
       expect(during?.counters).toMatchObject({ acknowledged: 2, failed: 0, pulled: 5 })
       release()
 
-      await waitFor("every event settled", async () => {
+      // Settled events count against the buffer until the save that covers them is confirmed: wait for that too.
+      await waitFor("every event settled and saved", async () => {
         const snapshot = await pump.snapshot()
-        return snapshot?.counters.acknowledged === 4 && snapshot.counters.failed === 1 && snapshot.live
+        return (
+          snapshot?.counters.acknowledged === 4 &&
+          snapshot.counters.failed === 1 &&
+          snapshot.live &&
+          snapshot.buffer.depth === 0
+        )
       })
       await waitFor(
         "a live wait has completed",
