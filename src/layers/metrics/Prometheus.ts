@@ -175,9 +175,17 @@ const openRecorder = (families: MetricFamilies, labels: PrometheusLabels): OpenR
   // Calls that arrive after release (a fiber finishing late) must not bring back the gauges just zeroed.
   let open = true
 
+  // Several calls per event, nearly always for the event type of the call before.
+  let lastType: string | undefined
+  let lastSeries: EventTypeSeries | undefined
   const seriesFor = (eventType: string): EventTypeSeries => {
+    if (eventType === lastType && lastSeries !== undefined) return lastSeries
     const known = series.get(eventType)
-    if (known !== undefined) return known
+    if (known !== undefined) {
+      lastType = eventType
+      lastSeries = known
+      return known
+    }
     const eventLabels: Record<EventTypeLabel, string> = { ...base, event_type: eventType }
     const created: EventTypeSeries = {
       bufferEvents: families.bufferEvents.labels(eventLabels),
