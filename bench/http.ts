@@ -96,7 +96,6 @@ const { url, eventTypeId, stopEmulator } = await (async () => {
   const server = await emulatorProcess()
   return { url: server.url, eventTypeId: await seedOverHttp(server.url), stopEmulator: async () => server.stop() }
 })()
-const emulator = { url }
 const buckets = Array.from({ length: 6 }, (_, h) => TimeBucket.fromDate(first + h * HOUR))
 const stopAt = new Date(first + 5 * HOUR + 1)
 
@@ -119,7 +118,7 @@ const ceiling = async (pageSize: number) => {
     do {
       const params = new URLSearchParams({ eventTypeId, timeBucket: bucket, pageSize: String(pageSize) })
       if (cursor !== undefined) params.set("cursor", cursor)
-      const response = await fetch(`${emulator.url}/api/v1/events?${params}`, {
+      const response = await fetch(`${url}/api/v1/events?${params}`, {
         headers: { authorization: `ApiKey emulator:${KEY}` }
       })
       const page = JSON.parse(await response.text()) as { events: Array<unknown>; nextCursor?: string }
@@ -135,7 +134,7 @@ const services = Layer.mergeAll(
   flowcoreLayer({
     auth: { apiKey: KEY },
     dataSource: source,
-    baseUrlOverride: emulator.url,
+    baseUrlOverride: url,
     notifier: { type: "poller", intervalMs: 1000 }
   }),
   MemoryStateStore.layer({ timeBucket: buckets[0] as TimeBucket.TimeBucket })

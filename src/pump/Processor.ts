@@ -113,11 +113,7 @@ const makeDeadlines = (clock: Clock.Clock, timeoutMs: number) => {
       )
     })
 
-  /** `exitWithin` as an effect that fails like the handler (for a span to see the failure). */
-  const withDeadline = <R>(handler: Effect.Effect<void, unknown, R>): Effect.Effect<void, unknown, R> =>
-    Effect.suspend(() => Effect.flatten(exitWithin(handler, clock.currentTimeMillisUnsafe())))
-
-  return { watchdog, exitWithin, withDeadline }
+  return { watchdog, exitWithin }
 }
 
 /** How handlers are wrapped: read once per processor, since both checks sit on the per-event path. */
@@ -162,9 +158,9 @@ const timed = <R>(
   Effect.suspend(() => {
     const { clock, deadlines } = instrumentation
     const started = clock.currentTimeMillisUnsafe()
-    const run = instrumentation.tracing
-      ? Effect.exit(span(deadlines.withDeadline(handler)))
-      : deadlines.exitWithin(handler, started)
+    const within = deadlines.exitWithin(handler, started)
+    // Flattened inside the span, so that the span sees the handler's failure (or the timeout) as its own.
+    const run = instrumentation.tracing ? Effect.exit(span(Effect.flatten(within))) : within
     return Effect.map(run, (exit) => {
       deps.metrics.handlerDuration((clock.currentTimeMillisUnsafe() - started) / 1000, outcomeOf(exit))
       return exit
