@@ -26,6 +26,25 @@ import {
 
 const historyStart: PumpState = { timeBucket: TimeBucket.fromDate(NOW - 3 * HOUR) }
 
+/** The test layers with a DataSource that reports every page request to `onRequest` before serving it. */
+const observingPages = (
+  onRequest: (request: PageRequest) => Effect.Effect<void>,
+  layers: Parameters<typeof testLayers>[0]
+) =>
+  Layer.provideMerge(
+    Layer.effect(
+      DataSource,
+      Effect.gen(function* () {
+        const inner = yield* DataSource
+        return DataSource.of({
+          ...inner,
+          fetchPage: (request) => Effect.andThen(onRequest(request), inner.fetchPage(request))
+        })
+      })
+    ),
+    testLayers(layers)
+  )
+
 /** A fixed permutation of 0..n-1 that is far from fetch order. */
 const scrambled = (n: number): Array<number> => Array.from({ length: n }, (_, i) => (i * 7 + 3) % n)
 
@@ -173,21 +192,6 @@ describe("guarantee 3: bounded memory", () => {
     const events = eventsFrom(NOW - 2 * HOUR, 120, 20_000)
     const pageChecks: Array<{ readonly request: PageRequest; readonly depth: number }> = []
     let depthNow: () => Effect.Effect<number> = () => Effect.succeed(0)
-    // Records the buffer depth at the instant of every page request.
-    const observed = Layer.effect(
-      DataSource,
-      Effect.gen(function* () {
-        const inner = yield* DataSource
-        return DataSource.of({
-          ...inner,
-          fetchPage: (request) =>
-            Effect.flatMap(depthNow(), (depth) => {
-              pageChecks.push({ request, depth })
-              return inner.fetchPage(request)
-            })
-        })
-      })
-    )
     return atNow(
       Effect.gen(function* () {
         const handled: Array<string> = []
@@ -222,7 +226,15 @@ describe("guarantee 3: bounded memory", () => {
           expect(request.pageSize).toBeLessThanOrEqual(bufferSize - depth)
         }
         yield* pump.stop
-      }).pipe(Effect.provide(Layer.provideMerge(observed, testLayers({ events, state: historyStart }))))
+      }).pipe(
+        Effect.provide(
+          // Records the buffer depth at the instant of every page request.
+          observingPages((request) => Effect.map(depthNow(), (depth) => void pageChecks.push({ request, depth })), {
+            events,
+            state: historyStart
+          })
+        )
+      )
     )
   })
 
@@ -232,19 +244,6 @@ describe("guarantee 3: bounded memory", () => {
       const events = eventsFrom(NOW - 2 * HOUR, 60, 20_000)
       const requestedSizes = (bufferSize: number, maxPageSize: number) => {
         const sizes: Array<number> = []
-        const observed = Layer.effect(
-          DataSource,
-          Effect.gen(function* () {
-            const inner = yield* DataSource
-            return DataSource.of({
-              ...inner,
-              fetchPage: (request) => {
-                if (request.timeBucket < TimeBucket.fromDate(NOW)) sizes.push(request.pageSize)
-                return inner.fetchPage(request)
-              }
-            })
-          })
-        )
         return atNow(
           Effect.gen(function* () {
             let handled = 0
@@ -262,7 +261,17 @@ describe("guarantee 3: bounded memory", () => {
             })
             yield* pump.stop
             return sizes
-          }).pipe(Effect.provide(Layer.provideMerge(observed, testLayers({ events, state: historyStart }))))
+          }).pipe(
+            Effect.provide(
+              observingPages(
+                (request) =>
+                  Effect.sync(() => {
+                    if (request.timeBucket < TimeBucket.fromDate(NOW)) sizes.push(request.pageSize)
+                  }),
+                { events, state: historyStart }
+              )
+            )
+          )
         )
       }
       return Effect.gen(function* () {
@@ -279,19 +288,6 @@ describe("guarantee 3: bounded memory", () => {
   it.effect("with room for another page, the next page is requested before the current one is handled", () => {
     const events = eventsFrom(NOW - 2 * HOUR, 12, 20_000)
     const log: Array<string> = []
-    const observed = Layer.effect(
-      DataSource,
-      Effect.gen(function* () {
-        const inner = yield* DataSource
-        return DataSource.of({
-          ...inner,
-          fetchPage: (request) => {
-            if (request.timeBucket < TimeBucket.fromDate(NOW)) log.push(`request ${request.pageSize}`)
-            return inner.fetchPage(request)
-          }
-        })
-      })
-    )
     return atNow(
       Effect.gen(function* () {
         let done = 0
@@ -317,7 +313,17 @@ describe("guarantee 3: bounded memory", () => {
         expect(requests.length).toBeGreaterThanOrEqual(3)
         expect(requests[1]).toBeLessThan(handled(0))
         expect(requests[2]).toBeGreaterThan(handled(2))
-      }).pipe(Effect.provide(Layer.provideMerge(observed, testLayers({ events, state: historyStart }))))
+      }).pipe(
+        Effect.provide(
+          observingPages(
+            (request) =>
+              Effect.sync(() => {
+                if (request.timeBucket < TimeBucket.fromDate(NOW)) log.push(`request ${request.pageSize}`)
+              }),
+            { events, state: historyStart }
+          )
+        )
+      )
     )
   })
 })
