@@ -30,6 +30,15 @@ import {
 const historyStart: PumpState = { timeBucket: TimeBucket.fromDate(NOW - 3 * HOUR) }
 const supervision = { baseDelayMs: 1000, maxDelayMs: 60_000 }
 
+/** A source error that no retry can fix. */
+const unauthorized = new DataSourceError({
+  command: "TimeBucketList",
+  kind: "Status",
+  status: 401,
+  retryable: false,
+  message: "TimeBucketList: 401 Unauthorized"
+})
+
 describe("guarantee 9: supervision", () => {
   it.effect("failing page fetches are retried with growing backoff, shown in health, then the pump continues", () => {
     const events = eventsFrom(NOW - 2 * HOUR, 5)
@@ -138,13 +147,6 @@ describe("guarantee 9: supervision", () => {
 
   it.effect("a start that fails on a non-retryable source error leaves the pump stopped and startable", () => {
     const events = eventsFrom(NOW - 2 * HOUR, 2)
-    const unauthorized = new DataSourceError({
-      command: "TimeBucketList",
-      kind: "Status",
-      status: 401,
-      retryable: false,
-      message: "TimeBucketList: 401 Unauthorized"
-    })
     return atNow(
       Effect.gen(function* () {
         const source = yield* InMemoryDataSource
@@ -166,13 +168,6 @@ describe("guarantee 9: supervision", () => {
 
   it.effect("a restart that fails leaves the pump stopped, not running without a generation", () => {
     const events = eventsFrom(NOW - 2 * HOUR, 2)
-    const unauthorized = new DataSourceError({
-      command: "TimeBucketList",
-      kind: "Status",
-      status: 401,
-      retryable: false,
-      message: "TimeBucketList: 401 Unauthorized"
-    })
     return atNow(
       Effect.gen(function* () {
         const source = yield* InMemoryDataSource
