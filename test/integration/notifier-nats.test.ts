@@ -6,34 +6,15 @@ import { randomUUID } from "node:crypto"
 import { createConnection, createServer, type Socket } from "node:net"
 import { describe, expect, it } from "@effect/vitest"
 import { connect, type NatsConnection } from "@nats-io/transport-node"
-import { Context, Effect, Exit, Fiber, Layer, Logger, Option, Schedule, Scope } from "effect"
+import { Context, Effect, Exit, Fiber, Layer, Logger, Option, Scope } from "effect"
 import { NatsNotifier, notificationSubject } from "../../src/layers/notifier/Nats.ts"
 import { DataSource, type ResolvedSource } from "../../src/services/DataSource.ts"
 import { Notifier } from "../../src/services/Notifier.ts"
 import { noopRecorder, PumpMetrics } from "../../src/services/PumpMetrics.ts"
+import { engineFetch, eventually, leakChecked, statusUntil } from "../notifier-support.ts"
 
 const NATS_HOST = "127.0.0.1"
 const NATS_PORT = 4222
-
-/** Between two waits the engine fetches; tests separate their waits the same way. */
-const engineFetch = Effect.sleep("10 millis")
-
-const eventually = (label: string, check: () => boolean, times = 250) =>
-  Effect.suspend(() => (check() ? Effect.void : Effect.fail(`not yet: ${label}`))).pipe(
-    Effect.retry({ times, schedule: Schedule.spaced("20 millis") }),
-    Effect.catch(() => Effect.die(new Error(`timed out waiting for: ${label}`)))
-  )
-
-const TRACKED = new Set(["TCPSocketWrap", "TCPServerWrap", "Timeout"])
-const trackedHandles = () => process.getActiveResourcesInfo().filter((name) => TRACKED.has(name)).length
-
-const leakChecked = <A, E>(body: Effect.Effect<A, E, Scope.Scope>) =>
-  Effect.gen(function* () {
-    const before = trackedHandles()
-    const result = yield* Effect.scoped(body)
-    yield* eventually("all sockets, servers and timers are released", () => trackedHandles() <= before)
-    return result
-  })
 
 /** Names with dots, as Flowcore allows; a fresh data core id per test keeps subjects apart. */
 const makeSource = (): ResolvedSource => ({
@@ -167,13 +148,7 @@ const withNotifier = <A, E>(
   })
 
 const connected = (notifier: Notifier["Service"]) =>
-  Effect.gen(function* () {
-    const status = yield* notifier.status
-    if (!status.connected) return yield* Effect.fail("not connected")
-  }).pipe(
-    Effect.retry({ times: 250, schedule: Schedule.spaced("20 millis") }),
-    Effect.catch(() => Effect.die(new Error("the NATS notifier did not connect")))
-  )
+  statusUntil(notifier, "the NATS notifier connected", (status) => status.connected)
 
 describe("NatsNotifier (real NATS on 127.0.0.1:4222)", () => {
   it.live("NATS is running on 127.0.0.1:4222 (these tests fail rather than skip without it)", () =>
@@ -227,9 +202,11 @@ describe("NatsNotifier (real NATS on 127.0.0.1:4222)", () => {
           Effect.gen(function* () {
             yield* connected(notifier)
             yield* publish(pub, notificationSubject(source, "order.paid.0"))
-            yield* Effect.gen(function* () {
-              if ((yield* notifier.status).lastNotificationAt === undefined) return yield* Effect.fail("not yet")
-            }).pipe(Effect.retry({ times: 250, schedule: Schedule.spaced("20 millis") }))
+            yield* statusUntil(
+              notifier,
+              "the notification arrived",
+              (status) => status.lastNotificationAt !== undefined
+            )
             expect(yield* notifier.wait("5 seconds")).toBe("notified")
             expect(yield* notifier.wait("200 millis")).toBe("timeout")
           })
@@ -305,9 +282,7 @@ describe("NatsNotifier (real NATS on 127.0.0.1:4222)", () => {
             const wait = yield* Effect.forkChild(notifier.wait("20 seconds"))
             proxy.setMode("refuse")
             proxy.dropAll()
-            yield* Effect.gen(function* () {
-              if ((yield* notifier.status).connected) return yield* Effect.fail("still connected")
-            }).pipe(Effect.retry({ times: 250, schedule: Schedule.spaced("20 millis") }))
+            yield* statusUntil(notifier, "the notifier saw the connection drop", (status) => !status.connected)
             expect(Option.isSome(yield* close)).toBe(true)
             yield* Fiber.interrupt(wait)
             expect(Exit.hasInterrupts(yield* Fiber.await(wait))).toBe(true)

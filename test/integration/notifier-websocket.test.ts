@@ -3,31 +3,20 @@
  * auth, the subscribe frame, notification frames, server-side drops and stalled upgrades.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Exit, Fiber, Layer, Logger, Option, Redacted, Schedule, Scope } from "effect"
+import { Context, Effect, Exit, Fiber, Layer, Logger, Option, Redacted, Scope } from "effect"
 import { apiKeyAuth, type FlowcoreConnection } from "../../src/domain/config.ts"
 import { DEFAULT_API_KEY, type Emulator, make as makeEmulator } from "../../src/emulator/index.ts"
 import { WebSocketNotifier, type WebSocketNotifierOptions } from "../../src/layers/notifier/WebSocket.ts"
 import { DataSource, type ResolvedSource } from "../../src/services/DataSource.ts"
 import { Notifier, type NotifierStatus, type WakeReason } from "../../src/services/Notifier.ts"
 import { noopRecorder, PumpMetrics } from "../../src/services/PumpMetrics.ts"
+import { engineFetch, eventually, leakChecked, statusUntil } from "../notifier-support.ts"
 
 const TENANT = "acme"
 const DATA_CORE = "shop"
 const FLOW_TYPE = "orders.0"
 const WATCHED = ["order.created.0", "order.paid.0"] as const
 const OTHER = "order.cancelled.0"
-
-/** Between two waits the engine fetches; tests separate their waits the same way. */
-const engineFetch = Effect.sleep("10 millis")
-
-const eventually = (label: string, check: () => boolean) =>
-  Effect.suspend(() => (check() ? Effect.void : Effect.fail(`not yet: ${label}`))).pipe(
-    Effect.retry({ times: 250, schedule: Schedule.spaced("20 millis") }),
-    Effect.catch(() => Effect.die(new Error(`timed out waiting for: ${label}`)))
-  )
-
-const TRACKED = new Set(["TCPSocketWrap", "TCPServerWrap", "Timeout"])
-const trackedHandles = () => process.getActiveResourcesInfo().filter((name) => TRACKED.has(name)).length
 
 const emulator = makeEmulator({
   config: {
@@ -61,15 +50,6 @@ const resolvedFor = (emu: Emulator): ResolvedSource => {
 const ingest = (emu: Emulator, eventType: string) =>
   Effect.sync(() => emu.ingest({ tenant: TENANT, dataCore: DATA_CORE, flowType: FLOW_TYPE, eventType, payload: {} }))
 
-/** Polls the notifier status until it satisfies `check`. */
-const statusUntilWith =
-  (notifier: Notifier["Service"]) => (label: string, check: (status: NotifierStatus) => boolean) =>
-    notifier.status.pipe(
-      Effect.flatMap((status) => (check(status) ? Effect.void : Effect.fail(`not yet: ${label}`))),
-      Effect.retry({ times: 250, schedule: Schedule.spaced("20 millis") }),
-      Effect.catch(() => Effect.die(new Error(`timed out waiting for: ${label}`)))
-    )
-
 interface LogLine {
   readonly level: string
   readonly text: string
@@ -97,58 +77,54 @@ const harness = <A, E>(
     readonly source?: (emu: Emulator, resolved: ResolvedSource) => ResolvedSource
   } = {}
 ) =>
-  Effect.gen(function* () {
-    const before = trackedHandles()
-    yield* Effect.scoped(
-      Effect.gen(function* () {
-        const emu = yield* emulator
-        const resolved = resolvedFor(emu)
-        const logs: Array<LogLine> = []
-        let reconnectMetrics = 0
-        const connection: FlowcoreConnection = {
-          auth: yield* apiKeyAuth(DEFAULT_API_KEY),
-          source: { tenant: TENANT, dataCore: DATA_CORE, flowType: FLOW_TYPE, eventTypes: [...WATCHED] },
-          noTranslation: false,
-          directMode: false,
-          baseUrlOverride: emu.url,
-          ...configure.connection
-        }
-        const deps = Layer.mergeAll(
-          Layer.succeed(
-            DataSource,
-            DataSource.of({
-              resolve: Effect.succeed(configure.source?.(emu, resolved) ?? resolved),
-              timeBuckets: () => Effect.succeed([]),
-              fetchPage: () => Effect.succeed({ events: [] })
-            })
-          ),
-          Layer.succeed(PumpMetrics, { ...noopRecorder, notifierReconnected: () => reconnectMetrics++ }),
-          Logger.layer([
-            Logger.make(({ logLevel, message }) => {
-              logs.push({ level: logLevel, text: (Array.isArray(message) ? message : [message]).map(String).join(" ") })
-            })
-          ])
-        )
-        const scope = yield* Scope.make()
-        const context = yield* Layer.buildWithScope(
-          WebSocketNotifier.layer({ connection, ...configure.options }).pipe(Layer.provide(deps)),
-          scope
-        )
-        const notifier = Context.get(context, Notifier)
-        yield* body({
-          emu,
-          notifier,
-          statusUntil: statusUntilWith(notifier),
-          logs,
-          reconnectMetrics: () => reconnectMetrics,
-          close: Scope.close(scope, Exit.void).pipe(Effect.timeoutOption("1 second"))
-        }).pipe(Effect.onExit(() => Scope.close(scope, Exit.void)))
-        yield* eventually("the notifier closed its socket when its scope closed", () => emu.stats.wsConnections === 0)
-        for (const line of logs) expect(line.text).not.toContain(DEFAULT_API_KEY)
-      })
-    )
-    yield* eventually("all sockets, servers and timers are released", () => trackedHandles() <= before)
-  })
+  leakChecked(
+    Effect.gen(function* () {
+      const emu = yield* emulator
+      const resolved = resolvedFor(emu)
+      const logs: Array<LogLine> = []
+      let reconnectMetrics = 0
+      const connection: FlowcoreConnection = {
+        auth: yield* apiKeyAuth(DEFAULT_API_KEY),
+        source: { tenant: TENANT, dataCore: DATA_CORE, flowType: FLOW_TYPE, eventTypes: [...WATCHED] },
+        noTranslation: false,
+        directMode: false,
+        baseUrlOverride: emu.url,
+        ...configure.connection
+      }
+      const deps = Layer.mergeAll(
+        Layer.succeed(
+          DataSource,
+          DataSource.of({
+            resolve: Effect.succeed(configure.source?.(emu, resolved) ?? resolved),
+            timeBuckets: () => Effect.succeed([]),
+            fetchPage: () => Effect.succeed({ events: [] })
+          })
+        ),
+        Layer.succeed(PumpMetrics, { ...noopRecorder, notifierReconnected: () => reconnectMetrics++ }),
+        Logger.layer([
+          Logger.make(({ logLevel, message }) => {
+            logs.push({ level: logLevel, text: (Array.isArray(message) ? message : [message]).map(String).join(" ") })
+          })
+        ])
+      )
+      const scope = yield* Scope.make()
+      const context = yield* Layer.buildWithScope(
+        WebSocketNotifier.layer({ connection, ...configure.options }).pipe(Layer.provide(deps)),
+        scope
+      )
+      const notifier = Context.get(context, Notifier)
+      yield* body({
+        emu,
+        notifier,
+        statusUntil: (label, check) => statusUntil(notifier, label, check),
+        logs,
+        reconnectMetrics: () => reconnectMetrics,
+        close: Scope.close(scope, Exit.void).pipe(Effect.timeoutOption("1 second"))
+      }).pipe(Effect.onExit(() => Scope.close(scope, Exit.void)))
+      yield* eventually("the notifier closed its socket when its scope closed", () => emu.stats.wsConnections === 0)
+      for (const line of logs) expect(line.text).not.toContain(DEFAULT_API_KEY)
+    })
+  )
 
 /** The emulator takes the subscribe frame a moment after the socket opens: ingest until the wait wakes. */
 const ingestUntilWoken = (emu: Emulator, wait: Fiber.Fiber<WakeReason>, eventType: string = WATCHED[0]) =>

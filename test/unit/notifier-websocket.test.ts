@@ -5,7 +5,7 @@
 import { createServer, type IncomingMessage } from "node:http"
 import type { Socket } from "node:net"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Exit, Fiber, Layer, Logger, Option, Redacted, References, Schedule, Scope } from "effect"
+import { Context, Effect, Exit, Fiber, Layer, Logger, Option, Redacted, References, Scope } from "effect"
 import { type WebSocket, WebSocketServer } from "ws"
 import type { FlowcoreAuth, FlowcoreConnection } from "../../src/domain/config.ts"
 import { DataSourceError } from "../../src/domain/errors.ts"
@@ -18,6 +18,7 @@ import {
 import { DataSource, type ResolvedSource } from "../../src/services/DataSource.ts"
 import { Notifier } from "../../src/services/Notifier.ts"
 import { noopRecorder, PumpMetrics } from "../../src/services/PumpMetrics.ts"
+import { engineFetch, eventually, leakChecked, statusUntil } from "../notifier-support.ts"
 
 const SECRET = "fc_keyid_s3cr3t"
 
@@ -127,19 +128,6 @@ const makePeer = (options: { readonly autoPong?: boolean } = {}) =>
     (peer) => Effect.sync(() => peer.close())
   )
 
-/** Polls a condition; fails the test (instead of hanging it) when it does not become true. */
-const eventually = (label: string, check: () => boolean) =>
-  Effect.suspend(() => (check() ? Effect.void : Effect.fail(`not yet: ${label}`))).pipe(
-    Effect.retry({ times: 250, schedule: Schedule.spaced("20 millis") }),
-    Effect.catch(() => Effect.die(new Error(`timed out waiting for: ${label}`)))
-  )
-
-/** Between two waits the engine fetches; tests separate their waits the same way. */
-const engineFetch = Effect.sleep("10 millis")
-
-const TRACKED = new Set(["TCPSocketWrap", "TCPServerWrap", "Timeout"])
-const trackedHandles = () => process.getActiveResourcesInfo().filter((name) => TRACKED.has(name)).length
-
 interface LogLine {
   readonly level: string
   readonly text: string
@@ -202,15 +190,6 @@ const withNotifier = <A, E>(
     }).pipe(Effect.onExit(() => Scope.close(scope, Exit.void)))
     yield* eventually("the notifier closed its sockets when its scope closed", () => peer.openSockets() === 0)
     for (const line of logs) expect(line.text).not.toContain("s3cr3t")
-    return result
-  })
-
-/** Runs a test body with live peers and asserts that no socket, server or timer outlives it. */
-const leakChecked = <A, E>(body: Effect.Effect<A, E, Scope.Scope>) =>
-  Effect.gen(function* () {
-    const before = trackedHandles()
-    const result = yield* Effect.scoped(body)
-    yield* eventually("all sockets, servers and timers are released", () => trackedHandles() <= before)
     return result
   })
 
@@ -337,10 +316,11 @@ describe("WebSocketNotifier (own ws peers)", () => {
           Effect.gen(function* () {
             yield* eventually("subscribed", () => peer.connections[0]?.messages.length === 1)
             peer.send(eventFrame("order.created.0"))
-            yield* Effect.gen(function* () {
-              const status = yield* notifier.status
-              if (status.lastNotificationAt === undefined) return yield* Effect.fail("not yet")
-            }).pipe(Effect.retry({ times: 250, schedule: Schedule.spaced("20 millis") }))
+            yield* statusUntil(
+              notifier,
+              "the notification arrived",
+              (status) => status.lastNotificationAt !== undefined
+            )
             expect(yield* notifier.wait("5 seconds")).toBe("notified")
             expect(yield* notifier.wait("200 millis")).toBe("timeout")
           })
