@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from "@effect/vitest"
 import { DEFAULT_API_KEY, type Emulator } from "../../src/emulator/index.ts"
 import {
   FlowcoreDataPump,
+  type FlowcoreDataPumpOptions,
   type FlowcoreDataPumpState,
   type FlowcoreEvent,
   InvalidOptions,
@@ -30,6 +31,31 @@ import {
 
 let emulator: Emulator
 const pumps = new PumpTracker()
+
+/**
+ * Runs a pump with `auth` and `dataSource` (and `extra` options) from `hour` to half past it, and returns the ids its
+ * handler saw once the run has ended on its own.
+ */
+const idsReadInFirstHalfHour = async (
+  hour: number,
+  options: Pick<FlowcoreDataPumpOptions, "auth" | "dataSource"> & Partial<FlowcoreDataPumpOptions>
+) => {
+  const handled: Array<string> = []
+  const finished = new Promise<Error | undefined>((resolve) => {
+    const pump = pumps.track(
+      FlowcoreDataPump.create({
+        stateManager: { getState: () => ({ timeBucket: TimeBucket.fromDate(hour) }), setState: () => {} },
+        processor: { handler: (events) => void handled.push(...idsOf(events)) },
+        stopAt: new Date(hour + 30 * 60_000),
+        baseUrlOverride: emulator.url,
+        ...options
+      })
+    )
+    pump.start(resolve).catch(resolve)
+  })
+  expect(await within(finished, 5_000, "the run to end")).toBeUndefined()
+  return handled
+}
 
 beforeEach(async () => {
   emulator = await startEmulator()
@@ -276,22 +302,7 @@ describe("README: authentication", () => {
     const hour = hourStart(1)
     const ids = seedMinutes(emulator, hour, [5, 10, 15])
     for (const auth of [{ apiKey: DEFAULT_API_KEY, apiKeyId: "emulator" }, { apiKey: DEFAULT_API_KEY }]) {
-      const handled: Array<string> = []
-      const finished = new Promise<Error | undefined>((resolve) => {
-        const pump = pumps.track(
-          FlowcoreDataPump.create({
-            auth,
-            dataSource: source,
-            stateManager: { getState: () => ({ timeBucket: TimeBucket.fromDate(hour) }), setState: () => {} },
-            processor: { handler: (events) => void handled.push(...idsOf(events)) },
-            stopAt: new Date(hour + 30 * 60_000),
-            baseUrlOverride: emulator.url
-          })
-        )
-        pump.start(resolve).catch(resolve)
-      })
-      expect(await within(finished, 5_000, "the run to end")).toBeUndefined()
-      expect(handled).toEqual(ids)
+      expect(await idsReadInFirstHalfHour(hour, { auth, dataSource: source })).toEqual(ids)
     }
   })
 
@@ -353,27 +364,16 @@ describe("README: options table", () => {
     const hour = hourStart(1)
     const ids = [...seedMinutes(emulator, hour, [1, 2]), ...seedMinutes(emulator, hour, [3], PAID)]
     const resolved = emulator.ids(source.tenant, source.dataCore, source.flowType)
-    const handled: Array<string> = []
-    const finished = new Promise<Error | undefined>((resolve) => {
-      const pump = pumps.track(
-        FlowcoreDataPump.create({
-          auth: { apiKey: DEFAULT_API_KEY },
-          dataSource: {
-            tenant: source.tenant,
-            dataCore: resolved.dataCoreId,
-            flowType: resolved.flowTypeId,
-            eventTypes: [resolved.eventTypeIds[CREATED] as string, resolved.eventTypeIds[PAID] as string]
-          },
-          noTranslation: true,
-          stateManager: { getState: () => ({ timeBucket: TimeBucket.fromDate(hour) }), setState: () => {} },
-          processor: { handler: (events) => void handled.push(...idsOf(events)) },
-          stopAt: new Date(hour + 30 * 60_000),
-          baseUrlOverride: emulator.url
-        })
-      )
-      pump.start(resolve).catch(resolve)
+    const handled = await idsReadInFirstHalfHour(hour, {
+      auth: { apiKey: DEFAULT_API_KEY },
+      dataSource: {
+        tenant: source.tenant,
+        dataCore: resolved.dataCoreId,
+        flowType: resolved.flowTypeId,
+        eventTypes: [resolved.eventTypeIds[CREATED] as string, resolved.eventTypeIds[PAID] as string]
+      },
+      noTranslation: true
     })
-    expect(await within(finished, 5_000, "the run to end")).toBeUndefined()
     expect(handled).toEqual(ids)
     // Without translation no data core, flow type or event type lookup is made.
     expect(emulator.stats.byPath["/api/v1/event-types"] ?? 0).toBe(0)
