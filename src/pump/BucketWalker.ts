@@ -130,12 +130,35 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
         status.notifier.lastProgressAt = yield* Clock.currentTimeMillis
       })
 
+    // A buffer smaller than two pages can ask for half a page while the other half is handled. Two half pages cost
+    // up to two round trips where a whole page costs one, so that pays only while handling a page takes longer than
+    // fetching one (measured: handling since the last page arrived, and that page's fetch); with fast handlers the
+    // loop waits for room for a whole page instead.
+    const wholePage = options.maxPageSize
+    let lastFetchNanos = 0n
+    let offeredAt = 0n
+    let settledAtOffer = 0
+    /** Handling time per event, as last measured; undefined until measured. */
+    let handlingNanos: bigint | undefined
+    const partPagePays = (now: bigint): boolean => {
+      const handled = buffer.snapshot().settled - settledAtOffer
+      // Nothing handled since the last page arrived (it found the buffer empty): the last measurement stands.
+      if (handled > 0) handlingNanos = (now - offeredAt) / BigInt(handled)
+      return handlingNanos === undefined || BigInt(wholePage) * handlingNanos >= lastFetchNanos
+    }
+    const awaitRoom = Effect.gen(function* () {
+      yield* buffer.awaitSpace(options.refillFreeSlots)
+      if (buffer.freeSlots() >= wholePage) return
+      if (!partPagePays(yield* Clock.currentTimeNanos)) yield* buffer.awaitSpace(wholePage)
+    })
+
     if (stopBucket !== undefined && bucket > stopBucket) return
 
     for (;;) {
-      yield* buffer.awaitSpace(options.refillFreeSlots)
+      yield* awaitRoom
       status.fetchBucket = bucket
       const fetchStartedAt = yield* Clock.currentTimeMillis
+      const fetchStartedNanos = yield* Clock.currentTimeNanos
       const page: EventPage = yield* fetchPage.pipe(
         Effect.tap((fetched) =>
           Effect.annotateCurrentSpan({
@@ -151,6 +174,9 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
       metrics.fetchDuration((fetchedAt - fetchStartedAt) / 1000)
       const count = page.events.length
       if (count > 0) {
+        offeredAt = yield* Clock.currentTimeNanos
+        lastFetchNanos = offeredAt - fetchStartedNanos
+        settledAtOffer = buffer.snapshot().settled
         yield* buffer.offer(page.events, page.sizeBytes)
         const last = page.events[count - 1]
         if (last !== undefined) {

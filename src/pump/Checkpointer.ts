@@ -79,10 +79,12 @@ export const makeCheckpointer = (deps: CheckpointerDeps): Checkpointer => {
   })
 
   /**
-   * Settled events count against the buffer until a save covers them; when they are what keeps the fetcher waiting,
-   * waiting for more settles (or for the interval) could wait forever, so the save is due now.
+   * Settled events count against the buffer until a save covers them; when they are what keeps the fetcher waiting
+   * (or about to wait, short of half a page), waiting for more settles (or for the interval) could wait forever, so
+   * the save is due now.
    */
-  const fetcherBlocked = () => buffer.freeSlots() < options.refillFreeSlots && buffer.snapshot().unsaved > 0
+  const fetcherBlocked = () =>
+    buffer.fetcherWaitsForSave() || (buffer.freeSlots() < options.refillFreeSlots && buffer.snapshot().unsaved > 0)
 
   const untilDue = Effect.gen(function* () {
     const every = options.checkpointEveryEvents
@@ -113,6 +115,7 @@ export const makeCheckpointer = (deps: CheckpointerDeps): Checkpointer => {
 
   const loop: Effect.Effect<never, StateStoreError> = Effect.forever(
     Effect.gen(function* () {
+      // Also returns, with no new watermark, when the fetcher starts waiting for a save (untilDue sees it).
       yield* buffer.awaitWatermark(savedVersion)
       // An ack wakes this fiber inline, in the middle of the processor's run: let the acks of the same turn pile up
       // first, so that fast handlers cost one save per scheduler turn instead of one per event.

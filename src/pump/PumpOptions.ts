@@ -218,9 +218,9 @@ export const resolveOptions = <R>(options: PumpOptions<R>): Effect.Effect<Resolv
       rolloverSettleMs,
       drainTimeoutMs,
       maxPageSize: pageSize,
-      // When the next page is requested. A buffer of two pages or more still holds at least a page while the next
-      // one is on its way, so it waits for room for a whole page; a smaller one asks at half a page (at least 1),
-      // which keeps requests large while the next page still overlaps processing.
+      // When the next page may be requested. A buffer of two pages or more still holds at least a page while the next
+      // one is on its way, so it waits for room for a whole page; a smaller one may ask at half a page (at least 1),
+      // when the fetch loop judges that the overlap pays (BucketWalker), and otherwise waits for a whole page.
       refillFreeSlots: bufferSize >= 2 * pageSize ? pageSize : Math.max(1, Math.ceil(pageSize / 2)),
       checkpointEveryEvents,
       checkpointIntervalMs,

@@ -83,7 +83,12 @@ export interface Buffer {
   readonly settleFailed: (eventIds: ReadonlyArray<string>, deliveryId?: number) => number
   /** A checkpoint of this watermark version was saved: the events it covers stop counting against capacity. */
   readonly confirmSaved: (watermarkVersion: number) => void
-  /** Waits until the watermark version differs from `seen`; returns the new version. */
+  /** Whether the fetcher waits for free space that settled events past the last confirmed save still hold. */
+  readonly fetcherWaitsForSave: () => boolean
+  /**
+   * Waits until the watermark version differs from `seen`, or until the fetcher starts waiting for space that a save
+   * would free (`fetcherWaitsForSave`); returns the current version.
+   */
   readonly awaitWatermark: (seen: number) => Effect.Effect<number>
   /** Waits until every held event is settled (or the buffer is closed). */
   readonly awaitEmpty: Effect.Effect<void>

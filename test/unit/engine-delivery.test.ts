@@ -238,52 +238,159 @@ describe("guarantee 3: bounded memory", () => {
     )
   })
 
+  /** The page sizes requested for `events` (before NOW) with these shapes of buffer, handler and fetch. */
+  const requestedSizes = (
+    events: ReadonlyArray<FlowcoreEvent>,
+    options: {
+      readonly bufferSize: number
+      readonly maxPageSize: number
+      readonly handlerMs: (index: number) => number
+      readonly fetchMs: number
+      readonly concurrency?: number
+      readonly everyEvents?: number
+    }
+  ) => {
+    const requests: Array<PageRequest> = []
+    return atNow(
+      Effect.gen(function* () {
+        let handled = 0
+        const pump = yield* DataPump.make({
+          bufferSize: options.bufferSize,
+          maxPageSize: options.maxPageSize,
+          ...(options.everyEvents === undefined ? {} : { checkpoint: { everyEvents: options.everyEvents } }),
+          processor: {
+            concurrency: options.concurrency ?? 2,
+            handleEvent: (event) => {
+              const ms = options.handlerMs(events.indexOf(event))
+              const done = Effect.sync(() => handled++)
+              return ms > 0 ? Effect.andThen(Effect.sleep(Duration.millis(ms)), done) : done
+            }
+          }
+        })
+        yield* pump.start
+        yield* advanceUntil("every event is handled", () => Effect.succeed(handled === events.length), {
+          stepMs: 50
+        })
+        yield* pump.stop
+        return requests.filter((request) => request.timeBucket < TimeBucket.fromDate(NOW))
+      }).pipe(
+        Effect.provide(
+          observingPages(
+            (request) =>
+              Effect.andThen(
+                Effect.sync(() => requests.push(request)),
+                options.fetchMs > 0 ? Effect.sleep(Duration.millis(options.fetchMs)) : Effect.void
+              ),
+            { events, state: historyStart }
+          )
+        )
+      )
+    )
+  }
+
   it.effect(
     "pages are never requested for a few free slots: half a page, or a whole one when the buffer holds two",
     () => {
       const events = eventsFrom(NOW - 2 * HOUR, 60, 20_000)
-      const requestedSizes = (bufferSize: number, maxPageSize: number) => {
-        const sizes: Array<number> = []
-        return atNow(
-          Effect.gen(function* () {
-            let handled = 0
-            const pump = yield* DataPump.make({
-              bufferSize,
-              maxPageSize,
-              processor: {
-                concurrency: 2,
-                handleEvent: () => Effect.sleep("300 millis").pipe(Effect.andThen(Effect.sync(() => handled++)))
-              }
-            })
-            yield* pump.start
-            yield* advanceUntil("every event is handled", () => Effect.succeed(handled === events.length), {
-              stepMs: 50
-            })
-            yield* pump.stop
-            return sizes
-          }).pipe(
-            Effect.provide(
-              observingPages(
-                (request) =>
-                  Effect.sync(() => {
-                    if (request.timeBucket < TimeBucket.fromDate(NOW)) sizes.push(request.pageSize)
-                  }),
-                { events, state: historyStart }
-              )
-            )
-          )
-        )
-      }
       return Effect.gen(function* () {
-        const halfPages = yield* requestedSizes(10, 10)
+        // Handling a page (3 s at 2 × 300 ms) takes longer than fetching one: half pages, so fetching overlaps.
+        const halfPages = yield* requestedSizes(events, {
+          bufferSize: 10,
+          maxPageSize: 10,
+          handlerMs: () => 300,
+          fetchMs: 100
+        })
         expect(halfPages.length).toBeGreaterThan(6)
-        for (const size of halfPages) expect(size).toBeGreaterThanOrEqual(5)
-        const wholePages = yield* requestedSizes(10, 4)
+        for (const { pageSize } of halfPages) expect(pageSize).toBeGreaterThanOrEqual(5)
+        expect(halfPages.some(({ pageSize }) => pageSize < 10)).toBe(true)
+        const wholePages = yield* requestedSizes(events, {
+          bufferSize: 10,
+          maxPageSize: 4,
+          handlerMs: () => 300,
+          fetchMs: 0
+        })
         expect(wholePages.length).toBeGreaterThanOrEqual(15)
-        for (const size of wholePages) expect(size).toBe(4)
+        for (const { pageSize } of wholePages) expect(pageSize).toBe(4)
       })
     }
   )
+
+  it.effect(
+    "a buffer smaller than two pages waits for room for a whole page when handling is faster than fetching",
+    () =>
+      Effect.gen(function* () {
+        const events = eventsFrom(NOW - 2 * HOUR, 60, 20_000)
+        // Two half pages would cost two fetches of 500 ms where handling a whole page takes 100 ms.
+        const requests = yield* requestedSizes(events, {
+          bufferSize: 10,
+          maxPageSize: 10,
+          concurrency: 1,
+          handlerMs: () => 10,
+          fetchMs: 500
+        })
+        expect(requests.length).toBeGreaterThanOrEqual(6)
+        for (const { pageSize } of requests) expect(pageSize).toBe(10)
+      })
+  )
+
+  it.effect(
+    "waiting for a whole page never stalls on a checkpoint that waits for more events (checkpoint.everyEvents)",
+    () =>
+      Effect.gen(function* () {
+        const events = eventsFrom(NOW - 2 * HOUR, 60, 20_000)
+        // The last event of every page takes a second, the others none: when the loop decides to wait for a whole
+        // page, the only thing between it and that room is a save, which everyEvents alone would never make.
+        const requests = yield* requestedSizes(events, {
+          bufferSize: 10,
+          maxPageSize: 10,
+          concurrency: 1,
+          everyEvents: 1000,
+          handlerMs: (index) => (index % 10 === 9 ? 1000 : 0),
+          fetchMs: 5000
+        })
+        expect(requests.length).toBeGreaterThanOrEqual(6)
+      })
+  )
+
+  it.effect("a page that finds the handlers idle is handled after the next page has been requested", () => {
+    const events = eventsFrom(NOW - 2 * HOUR, 16, 20_000)
+    const log: Array<string> = []
+    let requests = 0
+    return atNow(
+      Effect.gen(function* () {
+        const pump = yield* DataPump.make({
+          bufferSize: 20,
+          maxPageSize: 4,
+          processor: {
+            concurrency: 4,
+            handleEvent: (event) => Effect.sync(() => log.push(`handle ${events.indexOf(event)}`))
+          }
+        })
+        yield* pump.start
+        yield* advanceUntil("every event is handled", () =>
+          Effect.succeed(log.filter((l) => l.startsWith("handle")).length === events.length)
+        )
+        yield* pump.stop
+        // Idle handlers are woken after the fetch loop has asked for the next page, not inside the hand-over.
+        for (let page = 0; page < 4; page++) {
+          expect(log.indexOf(`request ${page + 2}`)).toBeLessThan(log.indexOf(`handle ${page * 4}`))
+        }
+      }).pipe(
+        Effect.provide(
+          observingPages(
+            (request) =>
+              request.timeBucket < TimeBucket.fromDate(NOW)
+                ? Effect.andThen(
+                    Effect.sync(() => log.push(`request ${++requests}`)),
+                    Effect.sleep("1 second")
+                  )
+                : Effect.void,
+            { events, state: historyStart }
+          )
+        )
+      )
+    )
+  })
 
   it.effect("with room for another page, the next page is requested before the current one is handled", () => {
     const events = eventsFrom(NOW - 2 * HOUR, 12, 20_000)

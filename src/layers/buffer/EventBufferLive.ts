@@ -75,7 +75,7 @@ class Signal {
     this.waiters.push(deferred)
     return Deferred.await(deferred)
   }
-  wakeAll(): void {
+  wakeAll = (): void => {
     if (this.waiters.length === 0) return
     const waiters = this.waiters
     this.waiters = []
@@ -93,6 +93,10 @@ class SpaceWaiters {
     const deferred = Deferred.makeUnsafe<void>()
     this.waiters.push({ needed, deferred })
     return Deferred.await(deferred)
+  }
+  /** Whether a waiter needs more than `free` slots. */
+  wantMoreThan(free: number): boolean {
+    return this.waiters.some((waiter) => waiter.needed > free)
   }
   /** Wakes the waiters whose need is met (all of them when `free` is Infinity, i.e. on close). */
   wake(free: number): void {
@@ -205,8 +209,8 @@ export const makeBuffer = (
     }
 
     const offer = (events: ReadonlyArray<FlowcoreEvent>, sizeBytes: number | undefined) =>
-      Effect.sync(() => {
-        if (events.length === 0) return
+      Effect.withFiber((fiber) => {
+        if (events.length === 0) return Effect.void
         const perEvent = sizeBytes === undefined ? 0 : Math.round(sizeBytes / events.length)
         for (const event of events) {
           if (byId.has(event.eventId)) continue
@@ -218,7 +222,10 @@ export const makeBuffer = (
           bytes += perEvent
           metrics.buffered(event.eventType, 1, perEvent)
         }
-        openSignal.wakeAll()
+        // A waiting worker resumes inline when woken, and would handle the page before the fetcher could ask for the
+        // next one: waking the workers on the next scheduler turn lets that request go out first.
+        fiber.currentDispatcher.scheduleTask(openSignal.wakeAll, 0)
+        return Effect.void
       })
 
     const takeOpen = (): Entry | undefined => {
@@ -384,16 +391,20 @@ export const makeBuffer = (
     const awaitSpace = (free: number): Effect.Effect<void> =>
       Effect.suspend(() => {
         const needed = Math.min(free, config.capacity)
-        return closed || freeSlots() >= needed
-          ? Effect.void
-          : Effect.andThen(spaceWaiters.wait(needed), awaitSpace(free))
+        if (closed || freeSlots() >= needed) return Effect.void
+        const wait = spaceWaiters.wait(needed)
+        // The checkpointer may be waiting for more settles before it saves; a save is what this wait needs now.
+        if (unsaved() > 0) watermarkSignal.wakeAll()
+        return Effect.andThen(wait, awaitSpace(free))
       })
+
+    const fetcherWaitsForSave = () => unsaved() > 0 && spaceWaiters.wantMoreThan(freeSlots())
 
     const awaitWatermark = (seen: number): Effect.Effect<number> =>
       Effect.suspend(() =>
         watermarkVersion !== seen || closed
           ? Effect.succeed(watermarkVersion)
-          : Effect.andThen(watermarkSignal.wait(), awaitWatermark(seen))
+          : Effect.map(watermarkSignal.wait(), () => watermarkVersion)
       )
 
     const awaitEmpty: Effect.Effect<void> = Effect.suspend(() =>
@@ -451,6 +462,7 @@ export const makeBuffer = (
       fail,
       settleFailed,
       confirmSaved,
+      fetcherWaitsForSave,
       awaitWatermark,
       awaitEmpty,
       snapshot,
