@@ -99,16 +99,21 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
       status.fetching,
       "Fetching events",
       options.supervisionSchedule,
-      Effect.suspend(() =>
-        dataSource.fetchPage({
+      Effect.suspend(() => {
+        const free = buffer.freeSlots()
+        const pageSize = Math.max(1, Math.min(options.maxPageSize, free))
+        // Room for another page beside this one: the source may fetch it while this one is decoded and offered.
+        const spare = free - pageSize
+        return dataSource.fetchPage({
           timeBucket: bucket,
           cursor,
           afterEventId: cursor === undefined ? afterEventId : undefined,
           toEventId,
-          pageSize: Math.max(1, Math.min(options.maxPageSize, buffer.freeSlots())),
-          includeSensitiveData: options.includeSensitiveData
+          pageSize,
+          includeSensitiveData: options.includeSensitiveData,
+          readAhead: spare >= options.refillFreeSlots ? Math.min(options.maxPageSize, spare) : undefined
         })
-      ),
+      }),
       { onRetry: () => status.fetchRetries++ }
     )
 

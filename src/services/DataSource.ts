@@ -30,6 +30,12 @@ export interface PageRequest {
   readonly toEventId?: string | undefined
   readonly pageSize: number
   readonly includeSensitiveData?: boolean | undefined
+  /**
+   * The caller has room for this many more events after this page: the source may request the page that follows
+   * (same bucket, this page's cursor) while it decodes this one, and serve it to the next call for it that asks for
+   * at least this many events. Sources without such a read-ahead ignore it.
+   */
+  readonly readAhead?: number | undefined
 }
 
 export interface EventPage {

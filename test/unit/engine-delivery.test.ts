@@ -189,6 +189,7 @@ describe("guarantee 2: watermark checkpoint", () => {
 describe("guarantee 3: bounded memory", () => {
   it.effect("with a slow handler the buffer never holds more than bufferSize and pages fit the free slots", () => {
     const bufferSize = 10
+    const maxPageSize = 4
     const events = eventsFrom(NOW - 2 * HOUR, 120, 20_000)
     const pageChecks: Array<{ readonly request: PageRequest; readonly depth: number }> = []
     let depthNow: () => Effect.Effect<number> = () => Effect.succeed(0)
@@ -197,6 +198,7 @@ describe("guarantee 3: bounded memory", () => {
         const handled: Array<string> = []
         const pump = yield* DataPump.make({
           bufferSize,
+          maxPageSize,
           processor: {
             concurrency: 3,
             handleEvent: (event) =>
@@ -221,10 +223,13 @@ describe("guarantee 3: bounded memory", () => {
         expect(new Set(handled).size).toBe(events.length)
         const historical = pageChecks.filter((check) => check.request.timeBucket < TimeBucket.fromDate(NOW))
         expect(historical.length).toBeGreaterThan(events.length / bufferSize)
+        // A read-ahead (the page after this one, which a source may request early) must fit beside it.
         for (const { request, depth } of pageChecks) {
           expect(request.pageSize).toBeGreaterThan(0)
-          expect(request.pageSize).toBeLessThanOrEqual(bufferSize - depth)
+          expect(request.pageSize + (request.readAhead ?? 0)).toBeLessThanOrEqual(bufferSize - depth)
+          if (request.readAhead !== undefined) expect(request.readAhead).toBeGreaterThanOrEqual(maxPageSize)
         }
+        expect(pageChecks.some(({ request }) => request.readAhead !== undefined)).toBe(true)
         yield* pump.stop
       }).pipe(
         Effect.provide(

@@ -357,6 +357,107 @@ describe("FlowcoreHttp event pages", () => {
   )
 })
 
+describe("FlowcoreHttp read-ahead", () => {
+  /** Three pages of one bucket, chained by cursor; `fail` answers those request numbers (0-based) with a 500. */
+  const pagedServer = (fail: ReadonlySet<number> = new Set()) => {
+    const pages: Record<string, { readonly events: Array<unknown>; readonly nextCursor?: string }> = {
+      "": { events: [makeEvent("user.created.0", { n: 1 })], nextCursor: "c2" },
+      c2: { events: [makeEvent("user.created.0", { n: 2 })], nextCursor: "c3" },
+      c3: { events: [makeEvent("user.updated.0", { n: 3 })] }
+    }
+    let eventRequests = 0
+    return recordingServer((req) => {
+      if (req.path !== "/api/v1/events") return flowcoreRoutes(req)
+      if (fail.has(eventRequests++)) return { status: 500, body: { message: "injected", statusCode: 500 } }
+      return { body: pages[new URLSearchParams(req.query).get("cursor") ?? ""] }
+    })
+  }
+  const eventQueries = (server: RecordingServer) =>
+    server.seen.filter((s) => s.path === "/api/v1/events").map((s) => new URLSearchParams(s.query))
+
+  it.live(
+    "with room for another page, the next page is requested as soon as this one is in, and served from there",
+    () =>
+      Effect.gen(function* () {
+        const server = yield* pagedServer()
+        const ns = yield* withSource(
+          DataSource.use((ds) =>
+            Effect.gen(function* () {
+              const first = yield* ds.fetchPage({ timeBucket: bucket, pageSize: 10, readAhead: 7 })
+              // The request for page 2 arrives without anyone asking for page 2 yet (after 3 lookups and page 1).
+              yield* Effect.promise(() => server.arrived(5))
+              expect(eventQueries(server).map((q) => [q.get("cursor"), q.get("pageSize")])).toEqual([
+                [null, "10"],
+                ["c2", "7"]
+              ])
+              const second = yield* ds.fetchPage({ timeBucket: bucket, pageSize: 7, cursor: "c2", readAhead: 7 })
+              const third = yield* ds.fetchPage({ timeBucket: bucket, pageSize: 9, cursor: "c3", readAhead: 7 })
+              return [first, second, third].map((page) => page.events.map((event) => event.n))
+            })
+          ),
+          { connection: connectionFor(server.url, { directMode: true }) }
+        )
+        expect(ns).toEqual([[1], [2], [3]])
+        // Each page requested once: pages 2 and 3 were read ahead, and the last page (no cursor) reads nothing more.
+        expect(eventQueries(server).map((q) => q.get("cursor"))).toEqual([null, "c2", "c3"])
+      })
+  )
+
+  it.live("a request for fewer events than were read ahead, or a read-ahead that failed, is requested again", () =>
+    Effect.gen(function* () {
+      // Request #3 (the read-ahead of c3) fails; its page must still arrive, through a request of its own.
+      const server = yield* pagedServer(new Set([3]))
+      const sizes = yield* withSource(
+        DataSource.use((ds) =>
+          Effect.gen(function* () {
+            yield* ds.fetchPage({ timeBucket: bucket, pageSize: 10, readAhead: 7 })
+            const second = yield* ds.fetchPage({ timeBucket: bucket, pageSize: 5, cursor: "c2", readAhead: 7 })
+            const third = yield* ds.fetchPage({ timeBucket: bucket, pageSize: 7, cursor: "c3" })
+            return [second.events.length, third.events.length, third.nextCursor]
+          })
+        ),
+        { connection: connectionFor(server.url, { directMode: true }) }
+      )
+      expect(sizes).toEqual([1, 1, undefined])
+      expect(eventQueries(server).map((q) => [q.get("cursor"), q.get("pageSize")])).toEqual([
+        [null, "10"],
+        ["c2", "7"], // read ahead, but page 2 was then asked for with only 5 slots
+        ["c2", "5"],
+        ["c3", "7"], // read ahead: answered 500
+        ["c3", "7"]
+      ])
+    })
+  )
+
+  it.live("no read-ahead without room for it, and none from a page that fails to decode", () =>
+    Effect.gen(function* () {
+      let eventRequests = 0
+      const server = yield* recordingServer((req) =>
+        req.path !== "/api/v1/events"
+          ? flowcoreRoutes(req)
+          : eventRequests++ === 2
+            ? { raw: `{"events": [{"eventId": "not-an-event"}], "nextCursor": "c2"}` }
+            : { body: { events: [makeEvent("user.created.0")], nextCursor: "c2" } }
+      )
+      const errorKind = yield* withSource(
+        DataSource.use((ds) =>
+          Effect.gen(function* () {
+            yield* ds.fetchPage({ timeBucket: bucket, pageSize: 10 })
+            yield* ds.fetchPage({ timeBucket: bucket, pageSize: 10, readAhead: 0 })
+            const error = yield* Effect.flip(ds.fetchPage({ timeBucket: bucket, pageSize: 10, readAhead: 10 }))
+            yield* ds.fetchPage({ timeBucket: bucket, pageSize: 10, cursor: "c2" })
+            return error.kind
+          })
+        ),
+        { connection: connectionFor(server.url, { directMode: true }) }
+      )
+      expect(errorKind).toBe("Decode")
+      // The read-ahead of c2 went out with the broken page, which was then dropped: c2 is fetched again.
+      expect(eventQueries(server).map((q) => q.get("cursor"))).toEqual([null, null, null, "c2", "c2"])
+    })
+  )
+})
+
 describe("FlowcoreHttp time buckets", () => {
   it.live("pages with the cursor in order, sorts, de-duplicates and caches until refresh", () =>
     Effect.gen(function* () {

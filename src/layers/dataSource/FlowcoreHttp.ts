@@ -12,7 +12,8 @@ import { validateEvents } from "../../domain/FlowcoreEvent.ts"
 import { type TimeBucket, TimeBucketSchema } from "../../domain/TimeBucket.ts"
 import { DataSource, type EventPage, type PageRequest, type ResolvedSource } from "../../services/DataSource.ts"
 import { PumpMetrics } from "../../services/PumpMetrics.ts"
-import { type CommandName, decodeBody, makeCommandRunner, type RetryPolicy } from "./HttpCommand.ts"
+import { type CommandName, decodeBody, makeCommandRunner, type ResponseBody, type RetryPolicy } from "./HttpCommand.ts"
+import { cursorHint, makeReadAhead } from "./ReadAhead.ts"
 
 export interface FlowcoreHttpOptions {
   readonly connection: FlowcoreConnection
@@ -111,6 +112,26 @@ const successCache = <K, A>(lookup: (key: K) => Effect.Effect<A, DataSourceError
 const notFound = (command: CommandName, message: string) =>
   new DataSourceError({ command, kind: "NotFound", retryable: false, message: `${command}: ${message}` })
 
+/** EventList query parameters in protocol order; without a page size they identify the request (read-ahead key). */
+const eventListParams = (
+  resolved: ResolvedSource,
+  request: PageRequest,
+  cursor: string | undefined,
+  pageSize?: number
+): Array<readonly [string, string]> => {
+  const params: Array<readonly [string, string]> = resolved.eventTypeIds.map((id) => ["eventTypeId", id] as const)
+  params.push(["timeBucket", request.timeBucket])
+  if (cursor !== undefined) params.push(["cursor", cursor])
+  if (pageSize !== undefined) params.push(["pageSize", String(pageSize)])
+  if (cursor === undefined && request.afterEventId !== undefined) params.push(["afterEventId", request.afterEventId])
+  if (request.toEventId !== undefined) params.push(["toEventId", request.toEventId])
+  if (request.includeSensitiveData === true) params.push(["includeSensitiveData", "true"])
+  return params
+}
+
+const requestKey = (url: string, params: ReadonlyArray<readonly [string, string]>) =>
+  `${url}?${params.map(([name, value]) => `${name}=${encodeURIComponent(value)}`).join("&")}`
+
 const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
   // The layer cannot fail (its signature), so an invalid option is a defect: an InvalidOptions naming the field.
   const settings = yield* Effect.sync(() => settingsOf(options))
@@ -126,6 +147,7 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
     retry: settings.retry
   })
   const origin = (publicHost: string) => settings.baseUrl ?? publicHost
+  const readAhead = makeReadAhead<ResponseBody, DataSourceError>(yield* Effect.scope)
 
   const firstByName = Effect.fnUntraced(function* (
     command: CommandName,
@@ -296,17 +318,33 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
     })
     const resolved = yield* resolve
     const base = yield* eventSourceOrigin
+    const url = `${base}/api/v1/events`
     const cursor = request.cursor === "" ? undefined : request.cursor
-    const params: Array<readonly [string, string]> = resolved.eventTypeIds.map((id) => ["eventTypeId", id] as const)
-    params.push(["timeBucket", request.timeBucket])
-    if (cursor !== undefined) params.push(["cursor", cursor])
-    params.push(["pageSize", String(request.pageSize)])
-    if (cursor === undefined && request.afterEventId !== undefined) params.push(["afterEventId", request.afterEventId])
-    if (request.toEventId !== undefined) params.push(["toEventId", request.toEventId])
-    if (request.includeSensitiveData === true) params.push(["includeSensitiveData", "true"])
-    const body = yield* runner.get("EventList", `${base}/api/v1/events`, params)
-    const page = yield* decodeBody("EventList", body, EventListPage)
-    const events = yield* validateEvents("EventList", page.events)
+    const key = requestKey(url, eventListParams(resolved, request, cursor))
+    const body =
+      (yield* readAhead.take(key, request.pageSize)) ??
+      (yield* runner.get("EventList", url, eventListParams(resolved, request, cursor, request.pageSize)))
+    // The next page goes out before this one is parsed, when the caller has room for it (see ReadAhead).
+    const ahead = request.readAhead ?? 0
+    const hint = ahead < 1 ? undefined : cursorHint(body.text)
+    const nextKey =
+      hint === undefined || hint === cursor ? undefined : requestKey(url, eventListParams(resolved, request, hint))
+    if (nextKey !== undefined) {
+      yield* readAhead.start(
+        nextKey,
+        ahead,
+        runner.getOnce("EventList", url, eventListParams(resolved, request, hint, ahead))
+      )
+      // The HTTP client writes the request from a microtask / next tick: let it, before parsing holds the thread.
+      yield* Effect.yieldNow
+    }
+    const decoded = Effect.flatMap(decodeBody("EventList", body, EventListPage), (page) =>
+      Effect.map(validateEvents("EventList", page.events), (events) => ({ page, events }))
+    )
+    const { page, events } = yield* nextKey === undefined
+      ? decoded
+      : Effect.onError(decoded, () => Effect.sync(() => readAhead.drop(nextKey)))
+    if (nextKey !== undefined && page.nextCursor !== hint) readAhead.drop(nextKey)
     yield* Effect.annotateCurrentSpan({
       "flowcore.event_count": events.length,
       "flowcore.has_next_cursor": page.nextCursor !== undefined

@@ -31,7 +31,14 @@ export interface ResponseBody {
 }
 
 export interface CommandRunner {
+  /** A GET with retries. */
   readonly get: (
+    command: CommandName,
+    url: string,
+    params: ReadonlyArray<readonly [string, string]>
+  ) => Effect.Effect<ResponseBody, DataSourceError>
+  /** A single attempt, for requests whose caller falls back to `get` when it fails. */
+  readonly getOnce: (
     command: CommandName,
     url: string,
     params: ReadonlyArray<readonly [string, string]>
@@ -207,11 +214,20 @@ export const makeCommandRunner = (deps: {
       })
     )
 
+  const getRequest = (url: string, params: ReadonlyArray<readonly [string, string]>) => ({
+    request: HttpClientRequest.get(url, { urlParams: params, acceptJson: true }),
+    where: `GET ${url.replace(/^[a-z]+:\/\/[^/]+/i, "")}`
+  })
+
   return {
+    getOnce: (command, url, params) =>
+      Effect.suspend(() => {
+        const { request, where } = getRequest(url, params)
+        return attempt(command, request, where)
+      }),
     get: (command, url, params) =>
       Effect.suspend(() => {
-        const request = HttpClientRequest.get(url, { urlParams: params, acceptJson: true })
-        const where = `GET ${url.replace(/^[a-z]+:\/\/[^/]+/i, "")}`
+        const { request, where } = getRequest(url, params)
         let attempts = 0
         return Effect.suspend(() => {
           attempts++
