@@ -4,7 +4,8 @@
  * The emulator runs as its own process (like a real server, on the other core), seeded over its ingestion API, so
  * this process holds nothing but what it measures; with IN_PROCESS=1 it shares the pump's process (and core) instead.
  * This machine kind drifts by tens of percent within a minute, so every row runs REPEAT times (3 by default), each
- * time between two ceiling runs, and shows the median rate and the median ratio to the ceiling runs beside it.
+ * time between two ceiling runs, and shows the median rate and the median ratio to the ceiling runs beside it; a row
+ * whose buffer is smaller than a page of 1,000 is also compared with the loop reading pages of its buffer's size.
  * Prints a markdown table; asserts nothing.
  *
  *   npm run bench:http                 (EVENTS=100000 by default)
@@ -185,10 +186,16 @@ const median = (values: ReadonlyArray<number>) =>
   [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] as number
 
 const ceilings: Array<{ rate: number; rss: number }> = []
-/** REPEAT runs of one row, each between two ceiling runs (the last ceiling run is shared with the next row). */
+const smallPages: Array<number> = []
+/**
+ * REPEAT runs of one row, each between two ceiling runs (the last ceiling run is shared with the next row). A buffer
+ * smaller than a page of 1,000 caps the pages (guarantee 3), so such a row is also compared with the same loop
+ * reading pages of that size, run right after it.
+ */
 const measureRow = async (bufferSize: number, concurrency: number, slowMs: number) => {
   const rates: Array<number> = []
   const ratios: Array<number> = []
+  const samePageRatios: Array<number> = []
   let rss = 0
   if (ceilings.length === 0) ceilings.push(await ceiling(1000))
   for (let i = 0; i < REPEAT; i++) {
@@ -197,35 +204,42 @@ const measureRow = async (bufferSize: number, concurrency: number, slowMs: numbe
     const after = await ceiling(1000)
     ceilings.push(after)
     rates.push(result.rate)
-    ratios.push(result.rate / ((before.rate + after.rate) / 2))
+    const ratio = result.rate / ((before.rate + after.rate) / 2)
+    ratios.push(ratio)
+    if (bufferSize < 1000) {
+      const samePage = (await ceiling(bufferSize)).rate
+      smallPages.push(samePage)
+      samePageRatios.push(result.rate / samePage)
+    } else {
+      samePageRatios.push(ratio)
+    }
     rss = Math.max(rss, result.rss)
   }
-  return { rate: median(rates), ratio: median(ratios), rss }
+  return { rate: median(rates), ratio: median(ratios), samePageRatio: median(samePageRatios), rss }
 }
+
+const row = (
+  bufferSize: number,
+  concurrency: number,
+  handler: string,
+  result: Awaited<ReturnType<typeof measureRow>>
+) =>
+  `| ${bufferSize} | ${concurrency} | ${handler} | ${fmt(result.rate)} | ${result.ratio.toFixed(2)} | ` +
+  `${result.samePageRatio.toFixed(2)} | ${mb(result.rss)} |`
 
 // JIT warm-up for both sides, not reported.
 await ceiling(1000)
 await pump(1000, 10, 0)
 
-// For the bufferSize 100 rows: the same loop when no page may hold more than 100 events (guarantee 3).
-const smallPages: Array<number> = []
-for (let i = 0; i < REPEAT; i++) smallPages.push((await ceiling(100)).rate)
-
 const rows: Array<string> = []
 for (const bufferSize of [100, 1_000, 10_000]) {
   for (const concurrency of [1, 10, 100]) {
     if (!wanted(bufferSize, concurrency)) continue
-    const row = await measureRow(bufferSize, concurrency, 0)
-    rows.push(
-      `| ${bufferSize} | ${concurrency} | no-op batch | ${fmt(row.rate)} | ${row.ratio.toFixed(2)} | ${mb(row.rss)} |`
-    )
+    rows.push(row(bufferSize, concurrency, "no-op batch", await measureRow(bufferSize, concurrency, 0)))
     console.error(rows[rows.length - 1])
   }
 }
-if (only === undefined) {
-  const slow = await measureRow(1_000, 100, 1)
-  rows.push(`| 1000 | 100 | 1 ms per event | ${fmt(slow.rate)} | ${slow.ratio.toFixed(2)} | ${mb(slow.rss)} |`)
-}
+if (only === undefined) rows.push(row(1000, 100, "1 ms per event", await measureRow(1_000, 100, 1)))
 clearInterval(sampler)
 await stopEmulator()
 
@@ -237,8 +251,12 @@ console.log(
   `ceiling (fetch + JSON.parse, pageSize 1000), ${ceilings.length} runs: median ${fmt(median(ceilingRates))} events/s ` +
     `(${fmt(Math.min(...ceilingRates))}–${fmt(Math.max(...ceilingRates))}), peak RSS ${mb(Math.max(...ceilings.map((run) => run.rss)))} MB`
 )
-console.log(`the same loop with pageSize 100: median ${fmt(median(smallPages))} events/s`)
+if (smallPages.length > 0) {
+  console.log(`the same loop with pageSize 100, ${smallPages.length} runs: median ${fmt(median(smallPages))} events/s`)
+}
 console.log("")
-console.log("| bufferSize | concurrency | handler | events/s (median) | × ceiling (median) | peak RSS MB |")
-console.log("| --- | --- | --- | --- | --- | --- |")
+console.log(
+  "| bufferSize | concurrency | handler | events/s (median) | × ceiling (median) | × loop at its page size | peak RSS MB |"
+)
+console.log("| --- | --- | --- | --- | --- | --- | --- |")
 for (const row of rows) console.log(row)
