@@ -61,8 +61,12 @@ describe("observability: the facade's snapshot", () => {
     await pump.start()
     try {
       // Mid-run: event 3 is in its handler and event 1 failed, so everything after the checkpoint (event 0) is held:
-      // 1 (open again, or waiting for its redelivery delay), 2 (acknowledged), 3 (reserved) and 4 (open).
-      await waitFor("the held event is in its handler", () => heldEntered)
+      // 1 (open again, or waiting for its redelivery delay), 2 (acknowledged), 3 (reserved) and 4 (open). The handlers
+      // can get there before the checkpointer's first save (event 0 then still counts as held), so wait for it too.
+      await waitFor(
+        "the held event is in its handler and event 0 is saved",
+        async () => heldEntered && ((await pump.snapshot())?.counters.checkpointSaves ?? 0) >= 1
+      )
       const during = await pump.snapshot()
       expect(during?.running).toBe(true)
       expect(during?.buffer).toMatchObject({ depth: 4, reserved: 1, capacity: 1000 })
