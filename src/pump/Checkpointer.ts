@@ -93,7 +93,8 @@ export const makeCheckpointer = (deps: CheckpointerDeps): Checkpointer => {
     if (every <= 1) {
       if (interval > 0) {
         const wait = lastSaveAt + interval - (yield* Clock.currentTimeMillis)
-        if (wait > 0) yield* Effect.sleep(Duration.millis(wait))
+        // The interval spaces saves out, but never while the fetcher waits for the space this save frees.
+        if (wait > 0) yield* Effect.raceFirst(Effect.sleep(Duration.millis(wait)), buffer.awaitSaveWanted)
       }
       return
     }

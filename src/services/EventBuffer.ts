@@ -85,6 +85,8 @@ export interface Buffer {
   readonly confirmSaved: (watermarkVersion: number) => void
   /** Whether the fetcher waits for free space that settled events past the last confirmed save still hold. */
   readonly fetcherWaitsForSave: () => boolean
+  /** Waits until `fetcherWaitsForSave` holds (returns at once if it does, or once the buffer is closed). */
+  readonly awaitSaveWanted: Effect.Effect<void>
   /**
    * Waits until the watermark version differs from `seen`, or until the fetcher starts waiting for space that a save
    * would free (`fetcherWaitsForSave`); returns the current version.

@@ -357,6 +357,42 @@ describe("guarantee 3: bounded memory", () => {
       })
   )
 
+  it.effect("checkpoint.intervalMs never holds up fetching: a save the fetcher waits for is made at once", () =>
+    Effect.gen(function* () {
+      const events = eventsFrom(NOW - 2 * HOUR, 60, 20_000)
+      let handled = 0
+      yield* atNow(
+        Effect.gen(function* () {
+          const pump = yield* DataPump.make({
+            bufferSize: 10,
+            checkpoint: { intervalMs: 60_000 },
+            processor: {
+              concurrency: 1,
+              handleEvent: () =>
+                Effect.andThen(
+                  Effect.sleep("100 millis"),
+                  Effect.sync(() => handled++)
+                )
+            }
+          })
+          yield* pump.start
+          // Six seconds of handling (and some of fetching); waiting out the interval whenever the fetcher waits on a
+          // save would take minutes.
+          yield* advanceUntil("every event is handled", () => Effect.succeed(handled === events.length), {
+            stepMs: 100,
+            maxSteps: 200
+          })
+          yield* pump.stop
+        }).pipe(
+          Effect.provide(
+            // A fetch that takes a second: the checkpointer starts its interval while the fetcher is away.
+            observingPages(() => Effect.sleep("1 second"), { events, state: historyStart })
+          )
+        )
+      )
+    })
+  )
+
   it.effect("a page that finds the handlers idle is handled after the next page has been requested", () => {
     const events = eventsFrom(NOW - 2 * HOUR, 16, 20_000)
     const log: Array<string> = []

@@ -81,6 +81,17 @@ class Signal {
     this.waiters = []
     for (const waiter of waiters) Deferred.doneUnsafe(waiter, Effect.void)
   }
+  /** Like `wait`, for a waiter that may give up (a race): an interrupted wait leaves nothing behind. */
+  waitInterruptibly(): Effect.Effect<void> {
+    const deferred = Deferred.makeUnsafe<void>()
+    this.waiters.push(deferred)
+    return Effect.onInterrupt(Deferred.await(deferred), () =>
+      Effect.sync(() => {
+        const index = this.waiters.indexOf(deferred)
+        if (index >= 0) this.waiters.splice(index, 1)
+      })
+    )
+  }
 }
 
 /**
@@ -132,6 +143,7 @@ export const makeBuffer = (
     const openSignal = new Signal()
     const spaceWaiters = new SpaceWaiters()
     const watermarkSignal = new Signal()
+    const saveWantedSignal = new Signal()
     const emptySignal = new Signal()
     /** Expiry timers of pull-mode deliveries, with how many of their events are still reserved. */
     const expiries = new Map<number, { unsettled: number; readonly timer: Fiber.Fiber<unknown, unknown> }>()
@@ -188,6 +200,7 @@ export const makeBuffer = (
       else prunedAtVersion.push([watermarkVersion, prunedTotal])
       watermarkSignal.wakeAll()
       spaceWaiters.wake(freeSlots())
+      if (saveWantedSignal.waiters.length > 0 && fetcherWaitsForSave()) saveWantedSignal.wakeAll()
       if (entries.length === 0) emptySignal.wakeAll()
     }
 
@@ -393,12 +406,20 @@ export const makeBuffer = (
         const needed = Math.min(free, config.capacity)
         if (closed || freeSlots() >= needed) return Effect.void
         const wait = spaceWaiters.wait(needed)
-        // The checkpointer may be waiting for more settles before it saves; a save is what this wait needs now.
-        if (unsaved() > 0) watermarkSignal.wakeAll()
+        // The checkpointer may be waiting for more settles, or for its interval, before it saves; a save is what
+        // this wait needs now.
+        if (unsaved() > 0) {
+          watermarkSignal.wakeAll()
+          saveWantedSignal.wakeAll()
+        }
         return Effect.andThen(wait, awaitSpace(free))
       })
 
     const fetcherWaitsForSave = () => unsaved() > 0 && spaceWaiters.wantMoreThan(freeSlots())
+
+    const awaitSaveWanted: Effect.Effect<void> = Effect.suspend(() =>
+      closed || fetcherWaitsForSave() ? Effect.void : saveWantedSignal.waitInterruptibly()
+    )
 
     const awaitWatermark = (seen: number): Effect.Effect<number> =>
       Effect.suspend(() =>
@@ -432,6 +453,7 @@ export const makeBuffer = (
       openSignal.wakeAll()
       spaceWaiters.wake(Number.POSITIVE_INFINITY)
       watermarkSignal.wakeAll()
+      saveWantedSignal.wakeAll()
       emptySignal.wakeAll()
     })
 
@@ -463,6 +485,7 @@ export const makeBuffer = (
       settleFailed,
       confirmSaved,
       fetcherWaitsForSave,
+      awaitSaveWanted,
       awaitWatermark,
       awaitEmpty,
       snapshot,
