@@ -175,6 +175,49 @@ layer(Tracing, { excludeTestServices: true })("observability: spans of a run aga
       })
   )
 
+  it.effect("a page read ahead has its own span under the call that started it, and no page is requested twice", () =>
+    Effect.gen(function* () {
+      exporter.reset()
+      const emulator = yield* acquireEmulator()
+      seed(emulator, 6, 2)
+      const services = Layer.mergeAll(
+        flowcoreLayer({ auth: { apiKey: API_KEY }, dataSource: SOURCE, baseUrlOverride: emulator.url }),
+        MemoryStateStore.layer({ timeBucket: TimeBucket.fromDate(Date.now() - 3 * HOUR) })
+      )
+      yield* Effect.gen(function* () {
+        // Pages of 2 in a buffer of 10: room for another page beside each one.
+        const pump = yield* DataPump.make({
+          bufferSize: 10,
+          maxPageSize: 2,
+          processor: { handleEvent: () => Effect.void }
+        })
+        yield* pump.start
+        for (let polls = 0; ; polls++) {
+          if ((yield* pump.snapshot).counters.acknowledged === 6) break
+          if (polls > 750) return yield* Effect.die(new Error("timed out waiting for the run"))
+          yield* Effect.sleep("20 millis")
+        }
+        yield* pump.stop
+      }).pipe(Effect.scoped, Effect.provide(services))
+
+      const readAheads = finished("FlowcoreHttp.readAhead")
+      assert.isAtLeast(readAheads.length, 2, "pages 2 and 3 of the bucket were read ahead")
+      const sourceCalls = finished("FlowcoreHttp.fetchPage")
+      for (const span of readAheads) {
+        assert.strictEqual(span.attributes["flowcore.page_size"], 2)
+        const parent = sourceCalls.find((call) => call.spanContext().spanId === span.parentSpanContext?.spanId)
+        assert.isDefined(parent, "started by a source call")
+        assert.strictEqual(childrenOf(span, "GET").length, 1)
+      }
+      // Every page of the bucket was requested once: the read-aheads were used, not repeated.
+      const eventRequests = finished("GET")
+        .map((span) => new URL(String(span.attributes["url.full"])))
+        .filter((url) => url.pathname === "/api/v1/events" && url.searchParams.has("cursor"))
+        .map((url) => url.searchParams.get("cursor"))
+      assert.strictEqual(new Set(eventRequests).size, eventRequests.length)
+    })
+  )
+
   it.effect("a WebSocket notifier that is refused makes one failed connect span per attempt, without the key", () =>
     Effect.gen(function* () {
       exporter.reset()

@@ -333,7 +333,12 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
       yield* readAhead.start(
         nextKey,
         ahead,
-        runner.getOnce("EventList", url, eventListParams(resolved, request, hint, ahead))
+        // Its own span (under this page's), so a trace shows which request was made ahead and for what.
+        Effect.withSpan(
+          runner.getOnce("EventList", url, eventListParams(resolved, request, hint, ahead)),
+          "FlowcoreHttp.readAhead",
+          { attributes: { "flowcore.time_bucket": request.timeBucket, "flowcore.page_size": ahead } }
+        )
       )
       // The HTTP client writes the request from a microtask / next tick: let it, before parsing holds the thread.
       yield* Effect.yieldNow
