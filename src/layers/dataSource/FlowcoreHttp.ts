@@ -112,25 +112,29 @@ const successCache = <K, A>(lookup: (key: K) => Effect.Effect<A, DataSourceError
 const notFound = (command: CommandName, message: string) =>
   new DataSourceError({ command, kind: "NotFound", retryable: false, message: `${command}: ${message}` })
 
-/** EventList query parameters in protocol order; without a page size they identify the request (read-ahead key). */
+/** EventList query parameters in protocol order. */
 const eventListParams = (
   resolved: ResolvedSource,
   request: PageRequest,
   cursor: string | undefined,
-  pageSize?: number
+  pageSize: number
 ): Array<readonly [string, string]> => {
   const params: Array<readonly [string, string]> = resolved.eventTypeIds.map((id) => ["eventTypeId", id] as const)
   params.push(["timeBucket", request.timeBucket])
   if (cursor !== undefined) params.push(["cursor", cursor])
-  if (pageSize !== undefined) params.push(["pageSize", String(pageSize)])
+  params.push(["pageSize", String(pageSize)])
   if (cursor === undefined && request.afterEventId !== undefined) params.push(["afterEventId", request.afterEventId])
   if (request.toEventId !== undefined) params.push(["toEventId", request.toEventId])
   if (request.includeSensitiveData === true) params.push(["includeSensitiveData", "true"])
   return params
 }
 
+/** What a page request stands for, whatever its page size: the read-ahead key. */
 const requestKey = (url: string, params: ReadonlyArray<readonly [string, string]>) =>
-  `${url}?${params.map(([name, value]) => `${name}=${encodeURIComponent(value)}`).join("&")}`
+  `${url}?${params
+    .filter(([name]) => name !== "pageSize")
+    .map(([name, value]) => `${name}=${encodeURIComponent(value)}`)
+    .join("&")}`
 
 const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
   // The layer cannot fail (its signature), so an invalid option is a defect: an InvalidOptions naming the field.
@@ -320,25 +324,24 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
     const base = yield* eventSourceOrigin
     const url = `${base}/api/v1/events`
     const cursor = request.cursor === "" ? undefined : request.cursor
-    const key = requestKey(url, eventListParams(resolved, request, cursor))
+    const params = eventListParams(resolved, request, cursor, request.pageSize)
     const body =
-      (yield* readAhead.take(key, request.pageSize)) ??
-      (yield* runner.get("EventList", url, eventListParams(resolved, request, cursor, request.pageSize)))
+      (yield* readAhead.take(requestKey(url, params), request.pageSize)) ??
+      (yield* runner.get("EventList", url, params))
     // The next page goes out before this one is parsed, when the caller has room for it (see ReadAhead).
     const ahead = request.readAhead ?? 0
     const hint = ahead < 1 ? undefined : cursorHint(body.text)
-    const nextKey =
-      hint === undefined || hint === cursor ? undefined : requestKey(url, eventListParams(resolved, request, hint))
-    if (nextKey !== undefined) {
+    const nextParams =
+      hint === undefined || hint === cursor ? undefined : eventListParams(resolved, request, hint, ahead)
+    const nextKey = nextParams === undefined ? undefined : requestKey(url, nextParams)
+    if (nextParams !== undefined && nextKey !== undefined) {
       yield* readAhead.start(
         nextKey,
         ahead,
         // Its own span (under this page's), so a trace shows which request was made ahead and for what.
-        Effect.withSpan(
-          runner.getOnce("EventList", url, eventListParams(resolved, request, hint, ahead)),
-          "FlowcoreHttp.readAhead",
-          { attributes: { "flowcore.time_bucket": request.timeBucket, "flowcore.page_size": ahead } }
-        )
+        Effect.withSpan(runner.getOnce("EventList", url, nextParams), "FlowcoreHttp.readAhead", {
+          attributes: { "flowcore.time_bucket": request.timeBucket, "flowcore.page_size": ahead }
+        })
       )
       // The HTTP client writes the request from a microtask / next tick: let it, before parsing holds the thread.
       yield* Effect.yieldNow
