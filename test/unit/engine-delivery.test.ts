@@ -243,18 +243,22 @@ describe("guarantee 3: bounded memory", () => {
     )
   })
 
-  /** The page sizes requested for `events` (before NOW) with these shapes of buffer, handler and fetch. */
-  const requestedSizes = (
-    events: ReadonlyArray<FlowcoreEvent>,
-    options: {
-      readonly bufferSize: number
-      readonly maxPageSize: number
-      readonly handlerMs: (index: number) => number
-      readonly fetchMs: number
-      readonly concurrency?: number
-      readonly everyEvents?: number
-    }
-  ) => {
+  const sixtyEvents = eventsFrom(NOW - 2 * HOUR, 60, 20_000)
+
+  /**
+   * Runs `sixtyEvents` through a pump of this shape, with handlers and fetches taking the given (TestClock) time,
+   * until all are handled (within `maxSteps` steps of 50 ms); returns the page requests made for them.
+   */
+  const requestedSizes = (options: {
+    readonly bufferSize: number
+    readonly maxPageSize: number
+    readonly handlerMs: (index: number) => number
+    readonly fetchMs: number
+    readonly concurrency?: number
+    readonly checkpoint?: { readonly everyEvents?: number; readonly intervalMs?: number }
+    readonly maxSteps?: number
+  }) => {
+    const events = sixtyEvents
     const requests: Array<PageRequest> = []
     return atNow(
       Effect.gen(function* () {
@@ -262,7 +266,7 @@ describe("guarantee 3: bounded memory", () => {
         const pump = yield* DataPump.make({
           bufferSize: options.bufferSize,
           maxPageSize: options.maxPageSize,
-          ...(options.everyEvents === undefined ? {} : { checkpoint: { everyEvents: options.everyEvents } }),
+          ...(options.checkpoint === undefined ? {} : { checkpoint: options.checkpoint }),
           processor: {
             concurrency: options.concurrency ?? 2,
             handleEvent: (event) => {
@@ -274,7 +278,8 @@ describe("guarantee 3: bounded memory", () => {
         })
         yield* pump.start
         yield* advanceUntil("every event is handled", () => Effect.succeed(handled === events.length), {
-          stepMs: 50
+          stepMs: 50,
+          ...(options.maxSteps === undefined ? {} : { maxSteps: options.maxSteps })
         })
         yield* pump.stop
         return requests.filter((request) => request.timeBucket < TimeBucket.fromDate(NOW))
@@ -296,10 +301,9 @@ describe("guarantee 3: bounded memory", () => {
   it.effect(
     "pages are never requested for a few free slots: half a page, or a whole one when the buffer holds two",
     () => {
-      const events = eventsFrom(NOW - 2 * HOUR, 60, 20_000)
       return Effect.gen(function* () {
         // Handling a page (3 s at 2 × 300 ms) takes longer than fetching one: half pages, so fetching overlaps.
-        const halfPages = yield* requestedSizes(events, {
+        const halfPages = yield* requestedSizes({
           bufferSize: 10,
           maxPageSize: 10,
           handlerMs: () => 300,
@@ -308,7 +312,7 @@ describe("guarantee 3: bounded memory", () => {
         expect(halfPages.length).toBeGreaterThan(6)
         for (const { pageSize } of halfPages) expect(pageSize).toBeGreaterThanOrEqual(5)
         expect(halfPages.some(({ pageSize }) => pageSize < 10)).toBe(true)
-        const wholePages = yield* requestedSizes(events, {
+        const wholePages = yield* requestedSizes({
           bufferSize: 10,
           maxPageSize: 4,
           handlerMs: () => 300,
@@ -324,9 +328,8 @@ describe("guarantee 3: bounded memory", () => {
     "a buffer smaller than two pages waits for room for a whole page when handling is faster than fetching",
     () =>
       Effect.gen(function* () {
-        const events = eventsFrom(NOW - 2 * HOUR, 60, 20_000)
         // Two half pages would cost two fetches of 500 ms where handling a whole page takes 100 ms.
-        const requests = yield* requestedSizes(events, {
+        const requests = yield* requestedSizes({
           bufferSize: 10,
           maxPageSize: 10,
           concurrency: 1,
@@ -342,14 +345,13 @@ describe("guarantee 3: bounded memory", () => {
     "waiting for a whole page never stalls on a checkpoint that waits for more events (checkpoint.everyEvents)",
     () =>
       Effect.gen(function* () {
-        const events = eventsFrom(NOW - 2 * HOUR, 60, 20_000)
         // The last event of every page takes a second, the others none: when the loop decides to wait for a whole
         // page, the only thing between it and that room is a save, which everyEvents alone would never make.
-        const requests = yield* requestedSizes(events, {
+        const requests = yield* requestedSizes({
           bufferSize: 10,
           maxPageSize: 10,
           concurrency: 1,
-          everyEvents: 1000,
+          checkpoint: { everyEvents: 1000 },
           handlerMs: (index) => (index % 10 === 9 ? 1000 : 0),
           fetchMs: 5000
         })
@@ -359,37 +361,18 @@ describe("guarantee 3: bounded memory", () => {
 
   it.effect("checkpoint.intervalMs never holds up fetching: a save the fetcher waits for is made at once", () =>
     Effect.gen(function* () {
-      const events = eventsFrom(NOW - 2 * HOUR, 60, 20_000)
-      let handled = 0
-      yield* atNow(
-        Effect.gen(function* () {
-          const pump = yield* DataPump.make({
-            bufferSize: 10,
-            checkpoint: { intervalMs: 60_000 },
-            processor: {
-              concurrency: 1,
-              handleEvent: () =>
-                Effect.andThen(
-                  Effect.sleep("100 millis"),
-                  Effect.sync(() => handled++)
-                )
-            }
-          })
-          yield* pump.start
-          // Six seconds of handling (and some of fetching); waiting out the interval whenever the fetcher waits on a
-          // save would take minutes.
-          yield* advanceUntil("every event is handled", () => Effect.succeed(handled === events.length), {
-            stepMs: 100,
-            maxSteps: 200
-          })
-          yield* pump.stop
-        }).pipe(
-          Effect.provide(
-            // A fetch that takes a second: the checkpointer starts its interval while the fetcher is away.
-            observingPages(() => Effect.sleep("1 second"), { events, state: historyStart })
-          )
-        )
-      )
+      // Six seconds of handling and some of fetching (a second each: the checkpointer starts its interval while the
+      // fetcher is away); waiting out the interval whenever the fetcher waits on a save would take minutes.
+      const requests = yield* requestedSizes({
+        bufferSize: 10,
+        maxPageSize: 10,
+        concurrency: 1,
+        checkpoint: { intervalMs: 60_000 },
+        handlerMs: () => 100,
+        fetchMs: 1000,
+        maxSteps: 400
+      })
+      expect(requests.length).toBeGreaterThanOrEqual(6)
     })
   )
 
