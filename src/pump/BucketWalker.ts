@@ -83,6 +83,10 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
     let bucket = start.bucket
     let afterEventId = start.afterEventId
     let cursor: string | undefined
+    /** The largest page this buffer can take. */
+    const wholePage = Math.min(options.maxPageSize, options.bufferSize)
+    /** The page after the last one was requested ahead for this many events (0: none): wait for room for it. */
+    let readAhead = 0
 
     const setLive = (live: boolean) => {
       if (status.live !== live) {
@@ -100,10 +104,7 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
       "Fetching events",
       options.supervisionSchedule,
       Effect.suspend(() => {
-        const free = buffer.freeSlots()
-        const pageSize = Math.max(1, Math.min(options.maxPageSize, free))
-        // Room for another page beside this one: the source may fetch it while this one is decoded and offered.
-        const spare = free - pageSize
+        const pageSize = Math.max(1, Math.min(options.maxPageSize, buffer.freeSlots()))
         return dataSource.fetchPage({
           timeBucket: bucket,
           cursor,
@@ -111,7 +112,7 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
           toEventId,
           pageSize,
           includeSensitiveData: options.includeSensitiveData,
-          readAhead: spare >= options.refillFreeSlots ? Math.min(options.maxPageSize, spare) : undefined
+          readAhead: wholePage
         })
       }),
       { onRetry: () => status.fetchRetries++ }
@@ -135,11 +136,11 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
         status.notifier.lastProgressAt = yield* Clock.currentTimeMillis
       })
 
-    // A buffer smaller than two pages can ask for half a page while the other half is handled. Two half pages cost
-    // up to two round trips where a whole page costs one, so that pays only while handling a page takes longer than
-    // fetching one (measured: handling since the last page arrived, and that page's fetch); with fast handlers the
-    // loop waits for room for a whole page instead.
-    const wholePage = options.maxPageSize
+    // A page requested ahead is waited for whole: it is already on its way. Otherwise a buffer smaller than two
+    // pages can ask for half a page while the other half is handled. Two half pages cost up to two round trips where
+    // a whole page costs one, so that pays only while handling a page takes longer than fetching one (measured:
+    // handling since the last page arrived, and that page's fetch); with fast handlers the loop waits for room for a
+    // whole page instead.
     let lastFetchNanos = 0n
     let offeredAt = 0n
     let settledAtOffer = 0
@@ -152,6 +153,7 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
       return handlingNanos === undefined || BigInt(wholePage) * handlingNanos >= lastFetchNanos
     }
     const awaitRoom = Effect.gen(function* () {
+      if (readAhead > 0) return yield* buffer.awaitSpace(readAhead)
       yield* buffer.awaitSpace(options.refillFreeSlots)
       if (buffer.freeSlots() >= wholePage) return
       if (!partPagePays(yield* Clock.currentTimeNanos)) yield* buffer.awaitSpace(wholePage)
@@ -197,20 +199,24 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
           }
         }
       }
+      // A page requested ahead shows the bucket as it was when it was requested: later events are not in it.
+      const readAt = Math.min(fetchStartedAt, page.requestedAt ?? fetchStartedAt)
       if (page.nextCursor !== undefined && page.nextCursor !== cursor) {
         cursor = page.nextCursor
+        readAhead = page.readAhead ?? 0
         continue
       }
       cursor = undefined
+      readAhead = 0
       // The bucket has nothing more right now.
       if (stopAt !== undefined && stopBucket !== undefined && bucket >= stopBucket) {
-        if (fetchStartedAt >= stopAt + settle) return
+        if (readAt >= stopAt + settle) return
         setLive(true)
         yield* waitLive(stopAt + settle)
         continue
       }
       const bucketEnd = TimeBucket.endEpochMillis(bucket)
-      if (fetchStartedAt < bucketEnd + settle) {
+      if (readAt < bucketEnd + settle) {
         // The bucket's hour is still open (or only just ended): this is the live edge.
         setLive(true)
         yield* waitLive(bucketEnd + settle)

@@ -31,9 +31,10 @@ export interface PageRequest {
   readonly pageSize: number
   readonly includeSensitiveData?: boolean | undefined
   /**
-   * The caller has room for this many more events after this page: the source may request the page that follows
-   * (same bucket, this page's cursor) while it decodes this one, and serve it to the next call for it that asks for
-   * at least this many events. Sources without such a read-ahead ignore it.
+   * Lets the source request the page after this one now (same bucket, this page's `nextCursor`) for at most this
+   * many events, so that the server works on it while this page is decoded and handled. That response is kept as it
+   * came, not decoded (its events are not held until asked for), and serves the next call for it that asks for at
+   * least this many events; the page returned says when one was started. Sources without a read-ahead ignore it.
    */
   readonly readAhead?: number | undefined
 }
@@ -45,6 +46,13 @@ export interface EventPage {
   readonly nextCursor?: string | undefined
   /** Bytes of the response body when known, for throughput metrics without re-serialising events. */
   readonly sizeBytes?: number | undefined
+  /** The page after this one (`nextCursor`) has been requested ahead for at most this many events. */
+  readonly readAhead?: number | undefined
+  /**
+   * When this page was requested (epoch ms), if that was before the call that returned it (a read-ahead): the page
+   * shows the bucket as it was then.
+   */
+  readonly requestedAt?: number | undefined
 }
 
 export class DataSource extends Context.Service<

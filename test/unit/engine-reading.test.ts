@@ -10,7 +10,7 @@ import * as TimeBucket from "../../src/domain/TimeBucket.ts"
 import { InMemoryDataSource } from "../../src/layers/dataSource/InMemory.ts"
 import { ManualNotifier } from "../../src/layers/notifier/Manual.ts"
 import * as DataPump from "../../src/pump/DataPump.ts"
-import { advanceUntil, atNow, eventAt, HOUR, idle, NOW, testLayers } from "./harness.ts"
+import { advanceUntil, atNow, eventAt, HOUR, idle, NOW, testLayers, wrappingPages } from "./harness.ts"
 
 const MINUTE = 60_000
 const at = (iso: string) => Date.parse(iso)
@@ -138,4 +138,36 @@ describe("guarantee 8: complete reading", () => {
         }).pipe(Effect.provide(testLayers({ state: { timeBucket: TimeBucket.fromDate(NOW) } })))
       )
   )
+
+  it.effect("a page read ahead before its hour ended does not end the bucket: it is read again (late events)", () => {
+    // Bucket 13:00, read at 14:20; its last page comes from a request made at 13:59:58, before the last event was
+    // written. Leaving the bucket on that page would lose the event: the page shows the bucket as of 13:59:58.
+    const events = [eventAt(at("2024-03-15T13:30:00Z")), eventAt(at("2024-03-15T13:59:59Z"))]
+    let servedStale = false
+    return atNow(
+      Effect.gen(function* () {
+        const handled: Array<string> = []
+        const pump = yield* DataPump.make({
+          processor: { handleEvent: (event) => Effect.sync(() => handled.push(event.eventId)) }
+        })
+        yield* pump.start
+        yield* advanceUntil("both events are handled", () => handled.length === 2)
+        expect(servedStale).toBe(true)
+        expect(handled).toEqual(events.map((event) => event.eventId))
+        yield* pump.stop
+      }).pipe(
+        Effect.provide(
+          wrappingPages(
+            (fetchPage) => (request) =>
+              Effect.map(fetchPage(request), (page) => {
+                if (servedStale || request.timeBucket !== "20240315130000") return page
+                servedStale = true
+                return { events: page.events.slice(0, 1), requestedAt: at("2024-03-15T13:59:58Z") }
+              }),
+            testLayers({ events, state: { timeBucket: TimeBucket.make("20240315130000") } })
+          )
+        )
+      )
+    )
+  })
 })

@@ -390,8 +390,14 @@ describe("FlowcoreHttp read-ahead", () => {
                 [null, "10"],
                 ["c2", "7"]
               ])
+              const beforeSecond = Date.now()
               const second = yield* ds.fetchPage({ timeBucket: bucket, pageSize: 7, cursor: "c2", readAhead: 7 })
               const third = yield* ds.fetchPage({ timeBucket: bucket, pageSize: 9, cursor: "c3", readAhead: 7 })
+              // Each page says whether the next one is on its way, and a page read ahead says when it was asked for.
+              expect([first, second, third].map((page) => page.readAhead)).toEqual([7, 7, undefined])
+              expect(first.requestedAt).toBeUndefined()
+              expect(second.requestedAt).toBeLessThanOrEqual(beforeSecond)
+              expect(third.requestedAt).toBeGreaterThanOrEqual(second.requestedAt ?? Number.POSITIVE_INFINITY)
               return [first, second, third].map((page) => page.events.map((event) => event.n))
             })
           ),

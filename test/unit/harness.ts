@@ -160,22 +160,28 @@ export const countingMetrics = () => {
   return { counts, layer: Layer.succeed(PumpMetrics, recorder) }
 }
 
+type FetchPage = DataSource["Service"]["fetchPage"]
+
+/** `base` with its DataSource's `fetchPage` wrapped by `wrap`. */
+export const wrappingPages = <ROut, E>(wrap: (fetchPage: FetchPage) => FetchPage, base: Layer.Layer<ROut, E>) =>
+  Layer.provideMerge(
+    Layer.effect(
+      DataSource,
+      DataSource.use((inner) => Effect.succeed(DataSource.of({ ...inner, fetchPage: wrap(inner.fetchPage) })))
+    ),
+    base
+  )
+
 /** Wraps the DataSource of `base` so every page request is recorded with the instant it was made. */
 export const recordingFetches = <ROut, E>(base: Layer.Layer<ROut, E>) => {
   const fetches: Array<{ readonly at: number; readonly request: PageRequest }> = []
-  const spy = Layer.effect(
-    DataSource,
-    Effect.gen(function* () {
-      const inner = yield* DataSource
-      return DataSource.of({
-        ...inner,
-        fetchPage: (request) =>
-          Effect.flatMap(Clock.currentTimeMillis, (at) => {
-            fetches.push({ at, request })
-            return inner.fetchPage(request)
-          })
-      })
-    })
+  const layer = wrappingPages(
+    (fetchPage) => (request) =>
+      Effect.flatMap(Clock.currentTimeMillis, (at) => {
+        fetches.push({ at, request })
+        return fetchPage(request)
+      }),
+    base
   )
-  return { fetches, layer: Layer.provideMerge(spy, base) }
+  return { fetches, layer }
 }

@@ -4,7 +4,7 @@
  * counted and turned into a `DataSourceError` that never carries a credential.
  */
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
-import { Cache, Duration, Effect, Exit, Layer, Schema } from "effect"
+import { Cache, Clock, Duration, Effect, Exit, Layer, Schema } from "effect"
 import { HttpClient } from "effect/http"
 import type { FlowcoreConnection } from "../../domain/config.ts"
 import { DataSourceError, InvalidOptions } from "../../domain/errors.ts"
@@ -151,7 +151,9 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
     retry: settings.retry
   })
   const origin = (publicHost: string) => settings.baseUrl ?? publicHost
-  const readAhead = makeReadAhead<ResponseBody, DataSourceError>(yield* Effect.scope)
+  const readAhead = makeReadAhead<{ readonly body: ResponseBody; readonly requestedAt: number }, DataSourceError>(
+    yield* Effect.scope
+  )
 
   const firstByName = Effect.fnUntraced(function* (
     command: CommandName,
@@ -325,10 +327,9 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
     const url = `${base}/api/v1/events`
     const cursor = request.cursor === "" ? undefined : request.cursor
     const params = eventListParams(resolved, request, cursor, request.pageSize)
-    const body =
-      (yield* readAhead.take(requestKey(url, params), request.pageSize)) ??
-      (yield* runner.get("EventList", url, params))
-    // The next page goes out before this one is parsed, when the caller has room for it (see ReadAhead).
+    const early = yield* readAhead.take(requestKey(url, params), request.pageSize)
+    const body = early?.body ?? (yield* runner.get("EventList", url, params))
+    // The next page goes out before this one is parsed (see ReadAhead); its body waits as text until asked for.
     const ahead = request.readAhead ?? 0
     const hint = ahead < 1 ? undefined : cursorHint(body.text)
     const nextParams =
@@ -339,9 +340,13 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
         nextKey,
         ahead,
         // Its own span (under this page's), so a trace shows which request was made ahead and for what.
-        Effect.withSpan(runner.getOnce("EventList", url, nextParams), "FlowcoreHttp.readAhead", {
-          attributes: { "flowcore.time_bucket": request.timeBucket, "flowcore.page_size": ahead }
-        })
+        Effect.withSpan(
+          Effect.flatMap(Clock.currentTimeMillis, (requestedAt) =>
+            Effect.map(runner.getOnce("EventList", url, nextParams), (body) => ({ body, requestedAt }))
+          ),
+          "FlowcoreHttp.readAhead",
+          { attributes: { "flowcore.time_bucket": request.timeBucket, "flowcore.page_size": ahead } }
+        )
       )
       // The HTTP client writes the request from a microtask / next tick: let it, before parsing holds the thread.
       yield* Effect.yieldNow
@@ -352,7 +357,8 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
     const { page, events } = yield* nextKey === undefined
       ? decoded
       : Effect.onError(decoded, () => Effect.sync(() => readAhead.drop(nextKey)))
-    if (nextKey !== undefined && page.nextCursor !== hint) readAhead.drop(nextKey)
+    const readingAhead = nextKey !== undefined && page.nextCursor === hint
+    if (nextKey !== undefined && !readingAhead) readAhead.drop(nextKey)
     yield* Effect.annotateCurrentSpan({
       "flowcore.event_count": events.length,
       "flowcore.has_next_cursor": page.nextCursor !== undefined
@@ -360,7 +366,9 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
     return {
       events,
       nextCursor: page.nextCursor === "" ? undefined : page.nextCursor,
-      sizeBytes: body.bytes
+      sizeBytes: body.bytes,
+      readAhead: readingAhead ? ahead : undefined,
+      requestedAt: early?.requestedAt
     } satisfies EventPage
   })
 
