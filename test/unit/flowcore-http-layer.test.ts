@@ -1,7 +1,7 @@
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http"
 import type { AddressInfo } from "node:net"
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Duration, Effect, Fiber, Layer, Option, Redacted, Schedule } from "effect"
+import { Cause, Duration, Effect, Fiber, Layer, Option, Redacted, Schedule, Tracer } from "effect"
 import { HttpClient, HttpClientResponse } from "effect/http"
 import { TestClock } from "effect/testing"
 import type { FlowcoreAuth, FlowcoreConnection } from "../../src/domain/config.ts"
@@ -460,6 +460,37 @@ describe("FlowcoreHttp read-ahead", () => {
       expect(errorKind).toBe("Decode")
       // The read-ahead of c2 went out with the broken page, which was then dropped: c2 is fetched again.
       expect(eventQueries(server).map((q) => q.get("cursor"))).toEqual([null, null, null, "c2", "c2"])
+    })
+  )
+})
+
+describe("FlowcoreHttp tracing", () => {
+  it.live("requests get a client span (and its traceparent) only under a real tracer", () =>
+    Effect.gen(function* () {
+      const server = yield* recordingServer()
+      const names: Array<string> = []
+      // Any tracer other than Effect's default one; it records span names and makes native spans.
+      const recording = Tracer.make({
+        span: (options) => {
+          names.push(options.name)
+          return Tracer.nativeTracer.span(options)
+        }
+      })
+      const fetchOne = withSource(
+        DataSource.use((ds) => ds.fetchPage({ timeBucket: bucket, pageSize: 10 })),
+        { connection: connectionFor(server.url, { directMode: true }) }
+      )
+      yield* fetchOne
+      const untraced = server.seen.length
+      expect(untraced).toBeGreaterThan(0)
+      for (const seen of server.seen)
+        expect([seen.headers.traceparent, seen.headers.b3]).toEqual([undefined, undefined])
+
+      yield* fetchOne.pipe(Effect.provideService(Tracer.Tracer, recording))
+      const traced = server.seen.slice(untraced)
+      expect(traced.length).toBe(untraced)
+      for (const seen of traced) expect(seen.headers.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/)
+      expect(names.filter((name) => name.startsWith("GET")).length).toBe(traced.length)
     })
   )
 })

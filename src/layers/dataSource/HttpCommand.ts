@@ -2,8 +2,8 @@
  * One Flowcore REST command over `effect/http`: per-attempt auth header, timeout and metrics, Schedule-based retries
  * that honour `Retry-After`, and the mapping of every failure to a `DataSourceError` whose message is safe to log.
  */
-import { Clock, Duration, Effect, Option, Redacted, Schedule, Schema } from "effect"
-import { type HttpClient, HttpClientRequest } from "effect/http"
+import { Clock, Duration, Effect, Option, Redacted, Schedule, Schema, Tracer } from "effect"
+import { HttpClient, HttpClientRequest } from "effect/http"
 import { authorizationHeader, type FlowcoreAuth } from "../../domain/config.ts"
 import { DataSourceError } from "../../domain/errors.ts"
 import type { PumpMetricsRecorder } from "../../services/PumpMetrics.ts"
@@ -132,6 +132,19 @@ export const makeCommandRunner = (deps: {
   const schedule = retrySchedule(deps.retry)
   const timeout = Duration.millis(deps.requestTimeoutMs)
 
+  const always = () => true
+  /**
+   * Effect's default tracer keeps its spans nowhere: then the request gets no client span (nor the propagation headers
+   * that describe it), as handlers get none, since both cost time on every page; with a real tracer every request has
+   * its span.
+   */
+  const execute = (request: HttpClientRequest.HttpClientRequest) =>
+    Effect.withFiber((fiber) =>
+      fiber.getRef(Tracer.Tracer) === Tracer.nativeTracer
+        ? Effect.provideService(client.execute(request), HttpClient.TracerDisabledWhen, always)
+        : client.execute(request)
+    )
+
   const attempt = (command: CommandName, request: HttpClientRequest.HttpClientRequest, where: string) =>
     Effect.gen(function* () {
       const header = yield* authorizationHeader(auth).pipe(
@@ -150,7 +163,7 @@ export const makeCommandRunner = (deps: {
         ? HttpClientRequest.setHeader(request, "authorization", Redacted.value(header.value))
         : request
       metrics.commandSent(command)
-      const response = yield* client.execute(authorized).pipe(
+      const response = yield* execute(authorized).pipe(
         Effect.mapError(
           (error) =>
             new DataSourceError({
