@@ -54,46 +54,66 @@ const producerLinks = (events: ReadonlyArray<FlowcoreEvent>): Array<Tracer.SpanL
   return links
 }
 
-/** A handler call that has not completed synchronously, watched for its deadline. */
-interface WatchedCall {
-  readonly deadline: number
-  readonly fiber: Fiber.Fiber<void, unknown>
+/**
+ * A handler call watched for its deadline: when it is due, the watchdog marks it timed out and interrupts `fiber` —
+ * the call's own fiber, or the worker's for a call that runs inline.
+ */
+interface Watch {
+  fiber: Fiber.Fiber<unknown, unknown> | undefined
+  deadline: number
+  /** A call is running (a worker's watch stays registered between its calls). */
+  busy: boolean
   timedOut: boolean
 }
 
 /**
+ * Runs a handler (which starts at `startedAt`) within its deadline and passes its Exit (a `TimeoutError` past the
+ * deadline) to `settle`.
+ */
+type Call<R> = (
+  handler: Effect.Effect<void, unknown, R>,
+  startedAt: number,
+  settle: (exit: Exit.Exit<void, unknown>) => Effect.Effect<void, never, R>
+) => Effect.Effect<void, never, R>
+
+/**
  * Handler deadlines without a timer per call (`Effect.timeout` forks a racer and arms a timer for every call, which
- * costs more than a no-op handler): each call runs in its own fiber, started at once so that a handler that completes
- * synchronously never suspends, and one watchdog fiber per processor wakes at the earliest deadline and interrupts
+ * costs more than a no-op handler): one watchdog fiber per processor wakes at the earliest deadline and interrupts
  * the calls past it. Every deadline is "start + timeout", so a call that starts while the watchdog sleeps can never
  * be due before the watchdog wakes.
+ *
+ * A worker's calls run in the worker's own fiber (a fiber per call would cost as much again as a no-op handler):
+ * a call past its deadline interrupts the whole worker, the worker's respawner settles that call as timed out and
+ * starts the worker's loop again in a new fiber. Where a call must be a fiber of its own — under a real tracer, whose
+ * span must end with the timeout, and for sequential batches, whose in-place retries must outlive a timed-out
+ * attempt — `exitWithin` runs it in one, started at once so that a handler that completes synchronously never
+ * suspends.
  */
 const makeDeadlines = (clock: Clock.Clock, timeoutMs: number) => {
-  const watched = new Set<WatchedCall>()
+  const watched = new Set<Watch>()
   const timeoutError = () =>
     new Cause.TimeoutError(`The handler did not finish within handlerTimeoutMs (${timeoutMs} ms)`)
+  const timedOut = (): Exit.Exit<void, unknown> => Exit.fail(timeoutError())
 
   const watchdog: Effect.Effect<never> = Effect.forever(
     Effect.suspend(() => {
       const now = clock.currentTimeMillisUnsafe()
       let next = now + timeoutMs
-      for (const call of watched) {
-        if (call.deadline <= now) {
-          watched.delete(call)
-          call.timedOut = true
-          call.fiber.interruptUnsafe()
-        } else if (call.deadline < next) {
-          next = call.deadline
+      for (const watch of watched) {
+        if (!watch.busy) continue
+        if (watch.deadline <= now) {
+          watch.busy = false
+          watch.timedOut = true
+          watch.fiber?.interruptUnsafe()
+        } else if (watch.deadline < next) {
+          next = watch.deadline
         }
       }
       return Effect.sleep(Duration.millis(next - now))
     })
   )
 
-  /**
-   * Runs `handler` (which started at `startedAt`) to its Exit, interrupting it at its deadline; a timed-out call
-   * fails with a `TimeoutError`, as with `Effect.timeout`.
-   */
+  /** Runs `handler` (which started at `startedAt`) in a fiber of its own to its Exit, interrupting it at its deadline. */
   const exitWithin = <R>(
     handler: Effect.Effect<void, unknown, R>,
     startedAt: number
@@ -101,19 +121,55 @@ const makeDeadlines = (clock: Clock.Clock, timeoutMs: number) => {
     Effect.flatMap(Effect.forkChild(handler, { startImmediately: true }), (fiber) => {
       const done = fiber.pollUnsafe()
       if (done !== undefined) return Effect.succeed(done)
-      const call: WatchedCall = { deadline: startedAt + timeoutMs, fiber, timedOut: false }
-      watched.add(call)
+      const watch: Watch = { fiber, deadline: startedAt + timeoutMs, busy: true, timedOut: false }
+      watched.add(watch)
       return Effect.map(
         Effect.ensuring(
           Fiber.await(fiber),
-          Effect.sync(() => watched.delete(call))
+          Effect.sync(() => watched.delete(watch))
         ),
         // Past its deadline it is a timeout, even if an uninterruptible handler went on to finish.
-        (exit) => (call.timedOut ? Exit.fail(timeoutError()) : exit)
+        (exit) => (watch.timedOut ? timedOut() : exit)
       )
     })
 
-  return { watchdog, exitWithin }
+  /**
+   * Runs `loop` as a worker whose calls run inline (see above) until it returns. A call past its deadline ends the
+   * worker's fiber; that call is then settled with the timeout, after its handler has stopped (a handler still
+   * running never sees its event handed out again), and `loop` starts over.
+   */
+  const worker = <R>(loop: (call: Call<R>) => Effect.Effect<void, never, R>): Effect.Effect<void, never, R> =>
+    Effect.gen(function* () {
+      for (;;) {
+        const watch: Watch = { fiber: undefined, deadline: 0, busy: false, timedOut: false }
+        /** What to do with the running call's Exit: the respawner does it when the call timed out. */
+        let settling: ((exit: Exit.Exit<void, unknown>) => Effect.Effect<void, never, R>) | undefined
+        const call: Call<R> = (handler, startedAt, settle) =>
+          Effect.withFiber((fiber) => {
+            watch.fiber = fiber
+            watch.deadline = startedAt + timeoutMs
+            settling = settle
+            watch.busy = true
+            return Effect.flatMap(Effect.exit(handler), (exit) => {
+              // Timed out: this fiber is being interrupted, and the respawner settles the call.
+              if (watch.timedOut) return Effect.interrupt
+              watch.busy = false
+              return settle(exit)
+            })
+          })
+        watched.add(watch)
+        // Started at once, as the loop would run in place if the calls had fibers of their own.
+        const fiber = yield* Effect.forkChild(loop(call), { startImmediately: true })
+        const exit = yield* Effect.ensuring(
+          Fiber.await(fiber),
+          Effect.sync(() => watched.delete(watch))
+        )
+        if (!watch.timedOut || settling === undefined) return yield* exit
+        yield* settling(timedOut())
+      }
+    })
+
+  return { watchdog, exitWithin, worker }
 }
 
 /** How handlers are wrapped: read once per processor, since both checks sit on the per-event path. */
@@ -128,44 +184,72 @@ interface Instrumentation {
  * A handler span (data-first `withSpan`, as in `traced`: the pipeable form captures a stack trace on every call),
  * linked to the producers' spans so a trace shows what an event caused even though it is consumed in another trace.
  */
-const handlerSpan =
-  (
-    instrumentation: Instrumentation,
-    name: string,
-    events: ReadonlyArray<FlowcoreEvent>,
-    attributes: () => Record<string, unknown>
-  ) =>
-  <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    instrumentation.tracing
-      ? Effect.withSpan(
-          self.pipe(Effect.onExit((exit) => Effect.annotateCurrentSpan("flowcore.outcome", outcomeOf(exit)))),
-          name,
-          { attributes: attributes(), links: producerLinks(events), captureStackTrace: false }
-        )
-      : self
+const handlerSpan = <A, E, R>(
+  self: Effect.Effect<A, E, R>,
+  name: string,
+  events: ReadonlyArray<FlowcoreEvent>,
+  attributes: Record<string, unknown>
+): Effect.Effect<A, E, R> =>
+  Effect.withSpan(
+    self.pipe(Effect.onExit((exit) => Effect.annotateCurrentSpan("flowcore.outcome", outcomeOf(exit)))),
+    name,
+    { attributes, links: producerLinks(events), captureStackTrace: false }
+  )
+
+/** What a handler span is named and says, made only under a real tracer. */
+interface SpanInfo {
+  readonly name: string
+  readonly events: ReadonlyArray<FlowcoreEvent>
+  readonly attributes: () => Record<string, unknown>
+}
 
 /**
- * Runs a handler with its deadline, measuring it; never fails (the outcome is in the Exit). A span covers the
- * deadline so that a timed-out handler ends its span with outcome "timeout", not as a bare interruption; without
- * tracing the Exit is taken straight from the handler's fiber, since this sits on the per-event path.
+ * Runs a handler to its Exit in a fiber of its own, with its deadline and, under a real tracer, its span; measured,
+ * and never fails. The span covers the deadline so that a timed-out handler ends it with outcome "timeout", not as a
+ * bare interruption.
  */
-const timed = <R>(
+const exitOf = <R>(
   deps: ProcessorDeps<R>,
   instrumentation: Instrumentation,
-  span: <A, E, R2>(self: Effect.Effect<A, E, R2>) => Effect.Effect<A, E, R2>,
+  span: () => SpanInfo,
   handler: Effect.Effect<void, unknown, R>
 ): Effect.Effect<Exit.Exit<void, unknown>, never, R> =>
   Effect.suspend(() => {
     const { clock, deadlines } = instrumentation
     const started = clock.currentTimeMillisUnsafe()
     const within = deadlines.exitWithin(handler, started)
-    // Flattened inside the span, so that the span sees the handler's failure (or the timeout) as its own.
-    const run = instrumentation.tracing ? Effect.exit(span(Effect.flatten(within))) : within
+    let run = within
+    if (instrumentation.tracing) {
+      const { name, events, attributes } = span()
+      // Flattened inside the span, so that the span sees the handler's failure (or the timeout) as its own.
+      run = Effect.exit(handlerSpan(Effect.flatten(within), name, events, attributes()))
+    }
     return Effect.map(run, (exit) => {
       deps.metrics.handlerDuration((clock.currentTimeMillisUnsafe() - started) / 1000, outcomeOf(exit))
       return exit
     })
   })
+
+/**
+ * A worker's handler call, measured, then settled: inline in the worker through `call` (see makeDeadlines), or in a
+ * fiber of its own under a real tracer. Made where it runs: it reads the clock.
+ */
+const timed = <R>(
+  deps: ProcessorDeps<R>,
+  instrumentation: Instrumentation,
+  call: Call<R>,
+  span: () => SpanInfo,
+  handler: Effect.Effect<void, unknown, R>,
+  settle: (exit: Exit.Exit<void, unknown>) => Effect.Effect<void, never, R>
+): Effect.Effect<void, never, R> => {
+  if (instrumentation.tracing) return Effect.flatMap(exitOf(deps, instrumentation, span, handler), settle)
+  const { clock } = instrumentation
+  const started = clock.currentTimeMillisUnsafe()
+  return call(handler, started, (exit) => {
+    deps.metrics.handlerDuration((clock.currentTimeMillisUnsafe() - started) / 1000, outcomeOf(exit))
+    return settle(exit)
+  })
+}
 
 const idsOf = (events: ReadonlyArray<FlowcoreEvent>) => events.map((event) => event.eventId)
 
@@ -175,39 +259,53 @@ const runEventWorkers = <R>(
   instrumentation: Instrumentation
 ): Effect.Effect<void, never, R> => {
   const { buffer, options } = deps
-  const handleOne = (event: FlowcoreEvent, attempt: number, deliveryId: number) =>
-    Effect.flatMap(
-      timed(
-        deps,
-        instrumentation,
-        handlerSpan(instrumentation, "DataPump.handleEvent", [event], () => ({
+  const { deadlines } = instrumentation
+  /** Handles one event through `call`, settles it, then runs `after` with whether it succeeded. */
+  const handleOne = (
+    call: Call<R>,
+    event: FlowcoreEvent,
+    attempt: number,
+    deliveryId: number,
+    after: (succeeded: boolean) => Effect.Effect<void, never, R>
+  ) =>
+    timed(
+      deps,
+      instrumentation,
+      call,
+      () => ({
+        name: "DataPump.handleEvent",
+        events: [event],
+        attributes: () => ({
           "flowcore.event_type": event.eventType,
           "flowcore.event_id": event.eventId,
           "flowcore.time_bucket": event.timeBucket,
           "flowcore.event_count": 1,
           "flowcore.delivery": attempt
-        })),
-        processor.handleEvent(event, { attempt })
-      ),
-      (exit) =>
-        Effect.sync(() => {
-          if (Exit.isSuccess(exit)) buffer.acknowledge([event.eventId], deliveryId)
-          else buffer.fail([event.eventId], deliveryId, exit.cause)
-          return Exit.isSuccess(exit)
         })
+      }),
+      processor.handleEvent(event, { attempt }),
+      (exit) => {
+        const succeeded = Exit.isSuccess(exit)
+        if (succeeded) buffer.acknowledge([event.eventId], deliveryId)
+        else buffer.fail([event.eventId], deliveryId, exit.cause)
+        return after(succeeded)
+      }
     )
+  const done = () => Effect.void
 
   if (processor.orderingKey === undefined) {
-    const worker: Effect.Effect<void, never, R> = Effect.gen(function* () {
-      for (;;) {
-        // Only wait (an effect) when nothing is open: under load the events are already there.
-        let delivery = buffer.tryReserve(1)
-        if (delivery.events.length === 0) delivery = yield* buffer.reserve(1)
-        const event = delivery.events[0]
-        if (event === undefined) return
-        yield* handleOne(event, delivery.attempts[0] ?? 1, delivery.deliveryId)
-      }
-    })
+    const worker: Effect.Effect<void, never, R> = deadlines.worker((call) =>
+      Effect.gen(function* () {
+        for (;;) {
+          // Only wait (an effect) when nothing is open: under load the events are already there.
+          let delivery = buffer.tryReserve(1)
+          if (delivery.events.length === 0) delivery = yield* buffer.reserve(1)
+          const event = delivery.events[0]
+          if (event === undefined) return
+          yield* handleOne(call, event, delivery.attempts[0] ?? 1, delivery.deliveryId, done)
+        }
+      })
+    )
     return Effect.forEach(Array.from({ length: options.concurrency }), () => worker, {
       concurrency: "unbounded",
       discard: true
@@ -240,15 +338,18 @@ const runEventWorkers = <R>(
       return Effect.asVoid(Queue.offer(ready, next))
     }
 
-    const worker: Effect.Effect<never, never, R> = Effect.forever(
-      Effect.gen(function* () {
-        const item = yield* Queue.take(ready)
-        const key = keyOf(item.event)
-        const succeeded = yield* handleOne(item.event, item.attempt, item.deliveryId)
-        const final = options.maxRedeliveryCount >= 0 && item.attempt > options.maxRedeliveryCount
-        if (succeeded || final) yield* release(key)
-        else yield* Semaphore.release(permits, 1) // the key stays blocked until its redelivery comes back
-      })
+    const worker: Effect.Effect<void, never, R> = deadlines.worker((call) =>
+      Effect.forever(
+        Effect.gen(function* () {
+          const item = yield* Queue.take(ready)
+          const key = keyOf(item.event)
+          yield* handleOne(call, item.event, item.attempt, item.deliveryId, (succeeded) => {
+            const final = options.maxRedeliveryCount >= 0 && item.attempt > options.maxRedeliveryCount
+            // Not settled: the key stays blocked until its redelivery comes back.
+            return succeeded || final ? release(key) : Semaphore.release(permits, 1)
+          })
+        })
+      )
     )
 
     const dispatcher = Effect.gen(function* () {
@@ -288,47 +389,55 @@ const runBatches = <R>(
   processor: BatchProcessor<R>,
   instrumentation: Instrumentation
 ): Effect.Effect<void, never, R> =>
-  Effect.gen(function* () {
-    const { buffer, options } = deps
-    const attemptsAllowed = options.maxRedeliveryCount
-    for (;;) {
-      let delivery = buffer.tryReserve(options.concurrency)
-      if (delivery.events.length === 0) delivery = yield* buffer.reserve(options.concurrency)
-      if (delivery.events.length === 0) return
-      const ids = idsOf(delivery.events)
-      const firstDelivery = Math.max(...delivery.attempts)
-      const spanFor = (deliveryCount: number) =>
-        handlerSpan(instrumentation, "DataPump.handleBatch", delivery.events, () => ({
-          "flowcore.event_types": [...new Set(delivery.events.map((event) => event.eventType))],
-          "flowcore.event_count": delivery.events.length,
-          "flowcore.time_bucket": delivery.events[0]?.timeBucket ?? "",
-          "flowcore.delivery": deliveryCount
-        }))
-      const handle = processor.handler(delivery.events)
-      if (processor.sequential !== true) {
-        const exit = yield* timed(deps, instrumentation, spanFor(firstDelivery), handle)
-        if (Exit.isSuccess(exit)) buffer.acknowledge(ids, delivery.deliveryId)
-        else buffer.fail(ids, delivery.deliveryId, exit.cause)
-        continue
+  instrumentation.deadlines.worker((call) =>
+    Effect.gen(function* () {
+      const { buffer, options } = deps
+      const attemptsAllowed = options.maxRedeliveryCount
+      for (;;) {
+        let delivery = buffer.tryReserve(options.concurrency)
+        if (delivery.events.length === 0) delivery = yield* buffer.reserve(options.concurrency)
+        if (delivery.events.length === 0) return
+        const { deliveryId, events } = delivery
+        const ids = idsOf(events)
+        const firstDelivery = Math.max(...delivery.attempts)
+        const spanFor = (deliveryCount: number) => (): SpanInfo => ({
+          name: "DataPump.handleBatch",
+          events,
+          attributes: () => ({
+            "flowcore.event_types": [...new Set(events.map((event) => event.eventType))],
+            "flowcore.event_count": events.length,
+            "flowcore.time_bucket": events[0]?.timeBucket ?? "",
+            "flowcore.delivery": deliveryCount
+          })
+        })
+        const handle = processor.handler(events)
+        if (processor.sequential !== true) {
+          yield* timed(deps, instrumentation, call, spanFor(firstDelivery), handle, (exit) => {
+            if (Exit.isSuccess(exit)) buffer.acknowledge(ids, deliveryId)
+            else buffer.fail(ids, deliveryId, exit.cause)
+            return Effect.void
+          })
+          continue
+        }
+        // In place: nothing after this batch may be handled (or checkpointed) before it settles.
+        let retries = 0
+        const attempt = Effect.suspend(() =>
+          Effect.flatMap(exitOf(deps, instrumentation, spanFor(firstDelivery + retries++), handle), (exit) => exit)
+        )
+        const retried =
+          attemptsAllowed < 0
+            ? Effect.retry(attempt, options.redeliverySchedule)
+            : Effect.retry(attempt, options.redeliverySchedule.pipe(Schedule.upTo({ times: attemptsAllowed })))
+        const exit = yield* Effect.exit(retried)
+        if (Exit.isSuccess(exit)) {
+          buffer.acknowledge(ids, deliveryId)
+        } else {
+          yield* deps.onFinalFailure(events, exit.cause)
+          buffer.settleFailed(ids, deliveryId)
+        }
       }
-      // In place: nothing after this batch may be handled (or checkpointed) before it settles.
-      let retries = 0
-      const attempt = Effect.suspend(() =>
-        Effect.flatMap(timed(deps, instrumentation, spanFor(firstDelivery + retries++), handle), (exit) => exit)
-      )
-      const retried =
-        attemptsAllowed < 0
-          ? Effect.retry(attempt, options.redeliverySchedule)
-          : Effect.retry(attempt, options.redeliverySchedule.pipe(Schedule.upTo({ times: attemptsAllowed })))
-      const exit = yield* Effect.exit(retried)
-      if (Exit.isSuccess(exit)) {
-        buffer.acknowledge(ids, delivery.deliveryId)
-      } else {
-        yield* deps.onFinalFailure(delivery.events, exit.cause)
-        buffer.settleFailed(ids, delivery.deliveryId)
-      }
-    }
-  })
+    })
+  )
 
 /** Runs push-mode processing until the buffer is closed and the work in hand is done. */
 export const runProcessor = <R>(deps: ProcessorDeps<R>): Effect.Effect<void, never, R> =>

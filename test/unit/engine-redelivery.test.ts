@@ -9,9 +9,29 @@ import type { FlowcoreEvent } from "../../src/domain/FlowcoreEvent.ts"
 import type { PumpState } from "../../src/domain/PumpState.ts"
 import * as TimeBucket from "../../src/domain/TimeBucket.ts"
 import * as DataPump from "../../src/pump/DataPump.ts"
+import type { Processor } from "../../src/pump/PumpOptions.ts"
 import { advanceUntil, atNow, eventsFrom, HOUR, idle, NOW, savedState, testLayers } from "./harness.ts"
 
 const historyStart: PumpState = { timeBucket: TimeBucket.fromDate(NOW - 3 * HOUR) }
+
+/**
+ * Starts a pump (buffer 10, handlerTimeoutMs 1000, redeliveries after 100 ms) with `processor` and runs the clock
+ * until every event is acknowledged; returns the pump, still running.
+ */
+const runUntilAcknowledged = (events: ReadonlyArray<FlowcoreEvent>, processor: Processor<never>) =>
+  Effect.gen(function* () {
+    const pump = yield* DataPump.make({
+      bufferSize: 10,
+      handlerTimeoutMs: 1000,
+      redelivery: { baseDelayMs: 100, maxDelayMs: 100 },
+      processor
+    })
+    yield* pump.start
+    yield* advanceUntil("every event is acknowledged", () =>
+      Effect.map(pump.snapshot, (snapshot) => snapshot.counters.acknowledged === events.length)
+    )
+    return pump
+  })
 
 class Boom {
   readonly _tag = "Boom"
@@ -277,28 +297,74 @@ describe("guarantee 5: no double delivery while running", () => {
     )
   })
 
+  it.effect("a timed-out batch is redelivered and its worker goes on with the next batches", () => {
+    const events = eventsFrom(NOW - 2 * HOUR, 6)
+    return atNow(
+      Effect.gen(function* () {
+        const log: Array<string> = []
+        const pump = yield* runUntilAcknowledged(events, {
+          concurrency: 2,
+          handler: (batch) =>
+            Effect.suspend(() => {
+              log.push(batch.map((event) => events.indexOf(event)).join("+"))
+              // The first batch hangs; its events' redeliveries do not.
+              return log.length === 1 ? Effect.never : Effect.void
+            })
+        })
+        // The batches behind it are handled by the same (respawned) worker, then its events come back.
+        expect(log.slice(0, 3)).toEqual(["0+1", "2+3", "4+5"])
+        // Each redelivery is jittered on its own: they may come back in either order, together or apart.
+        expect(
+          log
+            .slice(3)
+            .flatMap((entry) => entry.split("+"))
+            .sort()
+        ).toEqual(["0", "1"])
+        expect((yield* pump.snapshot).counters).toMatchObject({ redelivered: 2, failed: 0, acknowledged: 6 })
+        yield* pump.stop
+      }).pipe(Effect.provide(testLayers({ events, state: historyStart })))
+    )
+  })
+
+  it.effect("with an ordering key, a timed-out event holds back its key only, and its worker carries on", () => {
+    const keys = ["a", "a", "b", "b"]
+    const events = eventsFrom(NOW - 2 * HOUR, keys.length)
+    const keyOf = (event: FlowcoreEvent) => keys[events.indexOf(event)] as string
+    return atNow(
+      Effect.gen(function* () {
+        const log: Array<string> = []
+        const pump = yield* runUntilAcknowledged(events, {
+          concurrency: 1,
+          orderingKey: keyOf,
+          handleEvent: (event, { attempt }) =>
+            Effect.flatMap(Clock.currentTimeMillis, (now) => {
+              const index = events.indexOf(event)
+              log.push(`${index}#${attempt}@${now - NOW}`)
+              return index === 0 && attempt === 1 ? Effect.never : Effect.void
+            })
+        })
+        const order = log.map((entry) => entry.split("@")[0])
+        // One worker: key b runs while key a waits for the redelivery of its first event, which precedes event 1.
+        expect(order).toEqual(["0#1", "2#1", "3#1", "0#2", "1#1"])
+        expect(log[1]).toBe("2#1@1000")
+        yield* pump.stop
+      }).pipe(Effect.provide(testLayers({ events, state: historyStart })))
+    )
+  })
+
   it.effect("an uninterruptible handler that finishes after its deadline still counts as timed out", () => {
     const events = eventsFrom(NOW - 2 * HOUR, 1)
     return atNow(
       Effect.gen(function* () {
         const attempts: Array<number> = []
-        const pump = yield* DataPump.make({
-          bufferSize: 10,
-          handlerTimeoutMs: 1000,
-          redelivery: { baseDelayMs: 100, maxDelayMs: 100 },
-          processor: {
-            handleEvent: (_event, { attempt }) =>
-              Effect.uninterruptible(
-                Effect.sync(() => attempts.push(attempt)).pipe(
-                  Effect.andThen(attempt === 1 ? Effect.sleep("3 seconds") : Effect.void)
-                )
+        const pump = yield* runUntilAcknowledged(events, {
+          handleEvent: (_event, { attempt }) =>
+            Effect.uninterruptible(
+              Effect.sync(() => attempts.push(attempt)).pipe(
+                Effect.andThen(attempt === 1 ? Effect.sleep("3 seconds") : Effect.void)
               )
-          }
+            )
         })
-        yield* pump.start
-        yield* advanceUntil("the redelivery is acknowledged", () =>
-          Effect.map(pump.snapshot, (snapshot) => snapshot.counters.acknowledged === 1)
-        )
         expect(attempts).toEqual([1, 2])
         expect((yield* pump.snapshot).counters).toMatchObject({ redelivered: 1, acknowledged: 1 })
         yield* pump.stop
