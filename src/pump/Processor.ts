@@ -144,22 +144,31 @@ const makeDeadlines = (clock: Clock.Clock, timeoutMs: number) => {
         const watch: Watch = { fiber: undefined, deadline: 0, busy: false, timedOut: false }
         /** What to do with the running call's Exit: the respawner does it when the call timed out. */
         let settling: ((exit: Exit.Exit<void, unknown>) => Effect.Effect<void, never, R>) | undefined
-        const call: Call<R> = (handler, startedAt, settle) =>
-          Effect.withFiber((fiber) => {
-            watch.fiber = fiber
-            watch.deadline = startedAt + timeoutMs
-            settling = settle
-            watch.busy = true
-            return Effect.flatMap(Effect.exit(handler), (exit) => {
-              // Timed out: this fiber is being interrupted, and the respawner settles the call.
-              if (watch.timedOut) return Effect.interrupt
-              watch.busy = false
-              return settle(exit)
-            })
+        const settled = (exit: Exit.Exit<void, unknown>) => {
+          // Timed out: this fiber is being interrupted, and the respawner settles the call.
+          if (watch.timedOut) return Effect.interrupt
+          watch.busy = false
+          return (settling as (exit: Exit.Exit<void, unknown>) => Effect.Effect<void, never, R>)(exit)
+        }
+        // Made where it runs (in the worker's fiber), so the watch is armed from here.
+        const call: Call<R> = (handler, startedAt, settle) => {
+          watch.deadline = startedAt + timeoutMs
+          settling = settle
+          watch.busy = true
+          return Effect.matchCauseEffect(handler, {
+            onSuccess: () => settled(Exit.void),
+            onFailure: (cause) => settled(Exit.failCause(cause))
           })
+        }
         watched.add(watch)
         // Started at once, as the loop would run in place if the calls had fibers of their own.
-        const fiber = yield* Effect.forkChild(loop(call), { startImmediately: true })
+        const fiber = yield* Effect.forkChild(
+          Effect.withFiber((self) => {
+            watch.fiber = self
+            return loop(call)
+          }),
+          { startImmediately: true }
+        )
         const exit = yield* Effect.ensuring(
           Fiber.await(fiber),
           Effect.sync(() => watched.delete(watch))
