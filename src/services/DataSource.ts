@@ -32,9 +32,10 @@ export interface PageRequest {
   readonly includeSensitiveData?: boolean | undefined
   /**
    * Lets the source request the page after this one now (same bucket, this page's `nextCursor`) for at most this
-   * many events, so that the server works on it while this page is decoded and handled. That response is kept as it
-   * came, not decoded (its events are not held until asked for), and serves the next call for it that asks for at
-   * least this many events; the page returned says when one was started. Sources without a read-ahead ignore it.
+   * many events, so that the server works on it while this page is decoded and handled (FlowcoreHttp also requests
+   * the one after that once it is in: two pages ahead at most). Such a response is kept as it came, not decoded (its
+   * events are not held until asked for), and serves the next call for it that asks for at least this many events;
+   * the page returned says when one was started. Sources without a read-ahead ignore it.
    */
   readonly readAhead?: number | undefined
 }

@@ -358,12 +358,18 @@ describe("FlowcoreHttp event pages", () => {
 })
 
 describe("FlowcoreHttp read-ahead", () => {
-  /** Three pages of one bucket, chained by cursor; `fail` answers those request numbers (0-based) with a 500. */
-  const pagedServer = (fail: ReadonlySet<number> = new Set()) => {
-    const pages: Record<string, { readonly events: Array<unknown>; readonly nextCursor?: string }> = {
-      "": { events: [makeEvent("user.created.0", { n: 1 })], nextCursor: "c2" },
-      c2: { events: [makeEvent("user.created.0", { n: 2 })], nextCursor: "c3" },
-      c3: { events: [makeEvent("user.updated.0", { n: 3 })] }
+  /**
+   * `count` pages of one bucket (three by default), chained by cursor (c2, c3, ...), one event each; `fail` answers
+   * those request numbers (0-based) with a 500.
+   */
+  const pagedServer = (fail: ReadonlySet<number> = new Set(), count = 3) => {
+    const eventTypes = ["user.created.0", "user.created.0", "user.updated.0"]
+    const pages: Record<string, { readonly events: Array<unknown>; readonly nextCursor?: string }> = {}
+    for (let n = 1; n <= count; n++) {
+      pages[n === 1 ? "" : `c${n}`] = {
+        events: [makeEvent(eventTypes[(n - 1) % 3] as string, { n })],
+        ...(n < count ? { nextCursor: `c${n + 1}` } : {})
+      }
     }
     let eventRequests = 0
     return recordingServer((req) => {
@@ -376,7 +382,7 @@ describe("FlowcoreHttp read-ahead", () => {
     server.seen.filter((s) => s.path === "/api/v1/events").map((s) => new URLSearchParams(s.query))
 
   it.live(
-    "with room for another page, the next page is requested as soon as this one is in, and served from there",
+    "the next page is requested as soon as this one is in, the one after once that is in, and served from there",
     () =>
       Effect.gen(function* () {
         const server = yield* pagedServer()
@@ -384,11 +390,12 @@ describe("FlowcoreHttp read-ahead", () => {
           DataSource.use((ds) =>
             Effect.gen(function* () {
               const first = yield* ds.fetchPage({ timeBucket: bucket, pageSize: 10, readAhead: 7 })
-              // The request for page 2 arrives without anyone asking for page 2 yet (after 3 lookups and page 1).
-              yield* Effect.promise(() => server.arrived(5))
+              // Pages 2 and 3 arrive without anyone asking for them yet (after 3 lookups and page 1).
+              yield* Effect.promise(() => server.arrived(6))
               expect(eventQueries(server).map((q) => [q.get("cursor"), q.get("pageSize")])).toEqual([
                 [null, "10"],
-                ["c2", "7"]
+                ["c2", "7"],
+                ["c3", "7"]
               ])
               const beforeSecond = Date.now()
               const second = yield* ds.fetchPage({ timeBucket: bucket, pageSize: 7, cursor: "c2", readAhead: 7 })
@@ -409,14 +416,39 @@ describe("FlowcoreHttp read-ahead", () => {
       })
   )
 
+  it.live("no more than two pages are requested ahead of the pages asked for", () =>
+    Effect.gen(function* () {
+      const server = yield* pagedServer(new Set(), 6)
+      yield* withSource(
+        DataSource.use((ds) =>
+          Effect.gen(function* () {
+            const cursors = () => eventQueries(server).map((q) => q.get("cursor"))
+            yield* ds.fetchPage({ timeBucket: bucket, pageSize: 10, readAhead: 5 })
+            yield* Effect.promise(() => server.arrived(6))
+            // Time for a third read-ahead to go out, were there one.
+            yield* Effect.sleep("100 millis")
+            expect(cursors()).toEqual([null, "c2", "c3"])
+            yield* ds.fetchPage({ timeBucket: bucket, pageSize: 5, cursor: "c2", readAhead: 5 })
+            yield* Effect.promise(() => server.arrived(7))
+            yield* Effect.sleep("100 millis")
+            expect(cursors()).toEqual([null, "c2", "c3", "c4"])
+          })
+        ),
+        { connection: connectionFor(server.url, { directMode: true }) }
+      )
+    })
+  )
+
   it.live("a request for fewer events than were read ahead, or a read-ahead that failed, is requested again", () =>
     Effect.gen(function* () {
-      // Request #3 (the read-ahead of c3) fails; its page must still arrive, through a request of its own.
-      const server = yield* pagedServer(new Set([3]))
+      // Request #2 (the read-ahead of c3, made once c2's is in) fails; its page must still arrive, through a request
+      // of its own.
+      const server = yield* pagedServer(new Set([2]))
       const sizes = yield* withSource(
         DataSource.use((ds) =>
           Effect.gen(function* () {
             yield* ds.fetchPage({ timeBucket: bucket, pageSize: 10, readAhead: 7 })
+            yield* Effect.promise(() => server.arrived(6))
             const second = yield* ds.fetchPage({ timeBucket: bucket, pageSize: 5, cursor: "c2", readAhead: 7 })
             const third = yield* ds.fetchPage({ timeBucket: bucket, pageSize: 7, cursor: "c3" })
             return [second.events.length, third.events.length, third.nextCursor]
@@ -428,8 +460,8 @@ describe("FlowcoreHttp read-ahead", () => {
       expect(eventQueries(server).map((q) => [q.get("cursor"), q.get("pageSize")])).toEqual([
         [null, "10"],
         ["c2", "7"], // read ahead, but page 2 was then asked for with only 5 slots
+        ["c3", "7"], // read ahead once c2 was in: answered 500
         ["c2", "5"],
-        ["c3", "7"], // read ahead: answered 500
         ["c3", "7"]
       ])
     })

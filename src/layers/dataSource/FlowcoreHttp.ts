@@ -129,6 +129,9 @@ const eventListParams = (
   return params
 }
 
+/** Pages requested ahead at most, per stream of pages. */
+const READ_AHEAD_DEPTH = 2
+
 /** What a page request stands for, whatever its page size: the read-ahead key. */
 const requestKey = (url: string, params: ReadonlyArray<readonly [string, string]>) =>
   `${url}?${params
@@ -315,6 +318,60 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
     return yield* Cache.get(bucketCache, "buckets")
   })
 
+  /** The page after the one whose raw body is `text` (by its nextCursor), as a request for `ahead` events. */
+  const following = (
+    url: string,
+    resolved: ResolvedSource,
+    request: PageRequest,
+    text: string,
+    cursor: string | undefined,
+    ahead: number
+  ) => {
+    const hint = cursorHint(text)
+    if (hint === undefined || hint === cursor) return undefined
+    const params = eventListParams(resolved, request, hint, ahead)
+    return { cursor: hint, params, key: requestKey(url, params) }
+  }
+  type Following = NonNullable<ReturnType<typeof following>>
+
+  /**
+   * Requests `next` ahead unless it already is; once a read-ahead is in, the page after it goes out too, so that up
+   * to READ_AHEAD_DEPTH pages are on their way (the server's pauses then cost the pump nothing).
+   */
+  const readAheadFrom = (
+    url: string,
+    resolved: ResolvedSource,
+    request: PageRequest,
+    next: Following,
+    ahead: number
+  ): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      const chain = (text: string) =>
+        Effect.suspend(() => {
+          if (readAhead.size() >= READ_AHEAD_DEPTH) return Effect.void
+          const after = following(url, resolved, request, text, next.cursor, ahead)
+          return after === undefined ? Effect.void : readAheadFrom(url, resolved, request, after, ahead)
+        })
+      if (readAhead.has(next.key)) {
+        const inAlready = readAhead.arrived(next.key)
+        return inAlready === undefined ? Effect.void : chain(inAlready.body.text)
+      }
+      return readAhead.start(
+        next.key,
+        ahead,
+        // Its own span (under this page's), so a trace shows which request was made ahead and for what.
+        Effect.withSpan(
+          Effect.flatMap(Clock.currentTimeMillis, (requestedAt) =>
+            Effect.flatMap(runner.getOnce("EventList", url, next.params), (body) =>
+              Effect.as(chain(body.text), { body, requestedAt })
+            )
+          ),
+          "FlowcoreHttp.readAhead",
+          { attributes: { "flowcore.time_bucket": request.timeBucket, "flowcore.page_size": ahead } }
+        )
+      )
+    })
+
   const fetchPage = Effect.fn("FlowcoreHttp.fetchPage")(function* (request: PageRequest) {
     yield* Effect.annotateCurrentSpan({
       "flowcore.flow_type": source.flowType,
@@ -331,23 +388,11 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
     const body = early?.body ?? (yield* runner.get("EventList", url, params))
     // The next page goes out before this one is parsed (see ReadAhead); its body waits as text until asked for.
     const ahead = request.readAhead ?? 0
-    const hint = ahead < 1 ? undefined : cursorHint(body.text)
-    const nextParams =
-      hint === undefined || hint === cursor ? undefined : eventListParams(resolved, request, hint, ahead)
-    const nextKey = nextParams === undefined ? undefined : requestKey(url, nextParams)
-    if (nextParams !== undefined && nextKey !== undefined) {
-      yield* readAhead.start(
-        nextKey,
-        ahead,
-        // Its own span (under this page's), so a trace shows which request was made ahead and for what.
-        Effect.withSpan(
-          Effect.flatMap(Clock.currentTimeMillis, (requestedAt) =>
-            Effect.map(runner.getOnce("EventList", url, nextParams), (body) => ({ body, requestedAt }))
-          ),
-          "FlowcoreHttp.readAhead",
-          { attributes: { "flowcore.time_bucket": request.timeBucket, "flowcore.page_size": ahead } }
-        )
-      )
+    const next = ahead < 1 ? undefined : following(url, resolved, request, body.text, cursor, ahead)
+    const nextKey = next?.key
+    const hint = next?.cursor
+    if (next !== undefined) {
+      yield* readAheadFrom(url, resolved, request, next, ahead)
       // The HTTP client writes the request from a microtask / next tick: let it, before parsing holds the thread.
       yield* Effect.yieldNow
     }

@@ -2,7 +2,7 @@
  * Read-ahead of event pages: as soon as a page's body is in, its `nextCursor` is read from the raw JSON and the next
  * page is requested, so that the server works on it while this one is parsed, validated and handed over (a plain
  * cursor loop leaves the server idle for all of that). The cursor read from the raw text is only a hint: the caller
- * drops the read-ahead unless the decoded page has the same `nextCursor`.
+ * drops the read-ahead unless the decoded page has the same `nextCursor`. Bodies read ahead are kept as text.
  */
 import { Effect, Exit, Fiber, type Scope } from "effect"
 
@@ -76,5 +76,15 @@ export const makeReadAhead = <A, E>(scope: Scope.Scope, capacity = 4) => {
       )
     })
 
-  return { start, take, drop }
+  /** Whether a read-ahead for `key` is kept (in flight or arrived). */
+  const has = (key: string): boolean => pending.has(key)
+  /** How many read-aheads are kept. */
+  const size = (): number => pending.size
+  /** The result of the read-ahead for `key`, if it has arrived and succeeded (it stays kept). */
+  const arrived = (key: string): A | undefined => {
+    const exit = pending.get(key)?.fiber.pollUnsafe()
+    return exit !== undefined && Exit.isSuccess(exit) ? exit.value : undefined
+  }
+
+  return { start, take, drop, has, size, arrived }
 }
