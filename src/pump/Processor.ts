@@ -150,15 +150,16 @@ const makeDeadlines = (clock: Clock.Clock, timeoutMs: number) => {
           watch.busy = false
           return (settling as (exit: Exit.Exit<void, unknown>) => Effect.Effect<void, never, R>)(exit)
         }
+        const outcomes = {
+          onSuccess: () => settled(Exit.void),
+          onFailure: (cause: Cause.Cause<unknown>) => settled(Exit.failCause(cause))
+        }
         // Made where it runs (in the worker's fiber), so the watch is armed from here.
         const call: Call<R> = (handler, startedAt, settle) => {
           watch.deadline = startedAt + timeoutMs
           settling = settle
           watch.busy = true
-          return Effect.matchCauseEffect(handler, {
-            onSuccess: () => settled(Exit.void),
-            onFailure: (cause) => settled(Exit.failCause(cause))
-          })
+          return Effect.matchCauseEffect(handler, outcomes)
         }
         watched.add(watch)
         // Started at once, as the loop would run in place if the calls had fibers of their own.
@@ -260,7 +261,7 @@ const timed = <R>(
   })
 }
 
-const idsOf = (events: ReadonlyArray<FlowcoreEvent>) => events.map((event) => event.eventId)
+const eventIdOf = (event: FlowcoreEvent) => event.eventId
 
 const runEventWorkers = <R>(
   deps: ProcessorDeps<R>,
@@ -407,7 +408,7 @@ const runBatches = <R>(
         if (delivery.events.length === 0) delivery = yield* buffer.reserve(options.concurrency)
         if (delivery.events.length === 0) return
         const { deliveryId, events } = delivery
-        const ids = idsOf(events)
+        const ids = events.map(eventIdOf)
         const firstDelivery = Math.max(...delivery.attempts)
         const spanFor = (deliveryCount: number) => (): SpanInfo => ({
           name: "DataPump.handleBatch",
