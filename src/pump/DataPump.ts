@@ -185,12 +185,16 @@ export const make = <R = never>(
         }
       }).pipe(Effect.provideContext(context)) as Effect.Effect<void>
 
-    /** Tears a generation down: fetcher first, then handlers (drained), then the final checkpoint. */
+    /**
+     * Tears a generation down: fetcher first, then handlers and failed handlers (drained, within one drain timeout),
+     * then the final checkpoint, which so covers the events they settle.
+     */
     const shutdown = (generation: Generation) =>
       Effect.gen(function* () {
         yield* Fiber.interrupt(generation.walker)
         yield* generation.buffer.close
         const drained = yield* Fiber.await(generation.processor).pipe(
+          Effect.andThen(generation.buffer.awaitFailedHandlers),
           Effect.timeoutOption(Duration.millis(resolved.drainTimeoutMs))
         )
         if (Option.isNone(drained)) {

@@ -94,6 +94,8 @@ export interface Buffer {
   readonly awaitWatermark: (seen: number) => Effect.Effect<number>
   /** Waits until every held event is settled (or the buffer is closed). */
   readonly awaitEmpty: Effect.Effect<void>
+  /** Waits until no failed handler (with the final-failure listeners) is running: each settles its events on return. */
+  readonly awaitFailedHandlers: Effect.Effect<void>
   readonly snapshot: () => BufferSnapshot
   /** Stops handing out events; pending `reserve` calls return empty deliveries. */
   readonly close: Effect.Effect<void>

@@ -161,4 +161,41 @@ describe("guarantee 7: cancellation-safe control", () => {
       }).pipe(Effect.provide(testLayers({ events, state: historyStart })))
     )
   })
+
+  it.effect("stop() waits for a failed handler still running, and the final checkpoint covers its event", () => {
+    const events = eventsFrom(NOW - 2 * HOUR, 2)
+    const [failing, last] = events as [FlowcoreEvent, FlowcoreEvent]
+    return atNow(
+      Effect.gen(function* () {
+        const log: Array<string> = []
+        const pump = yield* DataPump.make({
+          bufferSize: 10,
+          drainTimeoutMs: 5000,
+          maxRedeliveryCount: 0,
+          processor: {
+            handleEvent: (event) => (event.eventId === failing.eventId ? Effect.fail("no") : Effect.void),
+            // Takes three seconds, well within the drain timeout.
+            failedHandler: () =>
+              Effect.sleep("3 seconds").pipe(
+                Effect.andThen(
+                  Effect.flatMap(Clock.currentTimeMillis, (now) =>
+                    Effect.sync(() => log.push(`failed handled@${now - NOW}`))
+                  )
+                )
+              )
+          }
+        })
+        yield* pump.start
+        yield* idle
+        const stopping = yield* pump.stop.pipe(Effect.forkChild)
+        yield* TestClock.adjust(2999)
+        expect(stopping.pollUnsafe()).toBeUndefined()
+        yield* TestClock.adjust(1)
+        yield* Fiber.join(stopping)
+        expect(log).toEqual(["failed handled@3000"])
+        expect(yield* savedState).toEqual({ timeBucket: last.timeBucket, eventId: last.eventId })
+        expect((yield* pump.snapshot).counters).toMatchObject({ failed: 1, acknowledged: 1 })
+      }).pipe(Effect.provide(testLayers({ events, state: historyStart })))
+    )
+  })
 })

@@ -313,14 +313,25 @@ export const makeBuffer = (
       advanceWatermark()
     }
 
+    /** Failed handlers (with the final-failure listeners) running now. */
+    let finalizing = 0
+    const finalizedSignal = new Signal()
     const finalize = (batch: Array<Entry>, reason: unknown) => {
+      finalizing++
       run(
         config
           .onFinalFailure(
             batch.map((entry) => entry.event),
             reason
           )
-          .pipe(Effect.ensuring(Effect.sync(() => settleAsFailed(batch))))
+          .pipe(
+            Effect.ensuring(
+              Effect.sync(() => {
+                settleAsFailed(batch)
+                if (--finalizing === 0) finalizedSignal.wakeAll()
+              })
+            )
+          )
       )
     }
 
@@ -432,6 +443,10 @@ export const makeBuffer = (
       entries.length === 0 ? Effect.void : Effect.andThen(emptySignal.wait(), awaitEmpty)
     )
 
+    const awaitFailedHandlers: Effect.Effect<void> = Effect.suspend(() =>
+      finalizing === 0 ? Effect.void : Effect.andThen(finalizedSignal.wait(), awaitFailedHandlers)
+    )
+
     const snapshot = (): BufferSnapshot => ({
       held: held(),
       unsaved: unsaved(),
@@ -488,6 +503,7 @@ export const makeBuffer = (
       awaitSaveWanted,
       awaitWatermark,
       awaitEmpty,
+      awaitFailedHandlers,
       snapshot,
       close
     }
