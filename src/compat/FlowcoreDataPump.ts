@@ -5,6 +5,7 @@
  * so a stopped pump leaves no socket or timer behind. The HTTP data source and metrics live in a runtime shared with
  * `pump.dataSource`; it is released on stop as well and rebuilt on the next use.
  */
+import * as OtelTracer from "@effect/opentelemetry/OtelTracer"
 import { Effect, Exit, type Fiber, Layer, ManagedRuntime } from "effect"
 import type { FlowcoreConnection } from "../domain/config.ts"
 import { PumpLifecycleError } from "../domain/errors.ts"
@@ -62,8 +63,12 @@ export class FlowcoreDataPump {
   }
 
   #sharedRuntime(): ManagedRuntime.ManagedRuntime<DataSource | PumpMetrics, never> {
+    const tracing = this.#options.openTelemetry === true ? OtelTracer.layerGlobal : Layer.empty
     this.#runtime ??= ManagedRuntime.make(
-      flowcoreSourceLayer(this.#connection).pipe(Layer.provideMerge(loggingLayer(this.#options.logger)))
+      flowcoreSourceLayer(this.#connection).pipe(
+        Layer.provideMerge(loggingLayer(this.#options.logger)),
+        Layer.provideMerge(tracing)
+      )
     )
     return this.#runtime
   }

@@ -113,7 +113,8 @@ export const OptionsSchema = Schema.Struct({
     Schema.String.check(Schema.isPattern(/^https?:\/\/[^\s]+$/, { expected: "an http(s) URL" })),
     "an http(s) URL"
   ),
-  handlerTimeoutMs: intAtLeast(1, "an integer number of milliseconds >= 1")
+  handlerTimeoutMs: intAtLeast(1, "an integer number of milliseconds >= 1"),
+  openTelemetry: optional(Schema.Boolean, BOOLEAN)
 })
 
 export interface FlowcoreLogger {
@@ -170,6 +171,11 @@ export interface FlowcoreDataPumpOptions {
   readonly baseUrlOverride?: string | undefined
   /** Not in the original: push-mode handler timeout (default 30 000 ms). */
   readonly handlerTimeoutMs?: number | undefined
+  /**
+   * Not in the original: send the pump's spans to the global OpenTelemetry tracer provider (register one first, e.g.
+   * with `@opentelemetry/sdk-node`). Default false: no spans.
+   */
+  readonly openTelemetry?: boolean | undefined
 }
 
 const decode = Schema.decodeUnknownExit(OptionsSchema)
