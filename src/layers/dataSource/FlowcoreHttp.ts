@@ -129,7 +129,7 @@ const eventListParams = (
   return params
 }
 
-/** Pages requested ahead at most, per stream of pages. */
+/** Pages kept requested ahead at most, by one FlowcoreHttp layer (pumps sharing a layer share them). */
 const READ_AHEAD_DEPTH = 2
 
 /** What a page request stands for, whatever its page size: the read-ahead key. */
@@ -138,6 +138,22 @@ const requestKey = (url: string, params: ReadonlyArray<readonly [string, string]
     .filter(([name]) => name !== "pageSize")
     .map(([name, value]) => `${name}=${encodeURIComponent(value)}`)
     .join("&")}`
+
+/** The page after the one whose raw body is `text` (by its nextCursor), as a request for `ahead` events. */
+const following = (
+  url: string,
+  resolved: ResolvedSource,
+  request: PageRequest,
+  text: string,
+  cursor: string | undefined,
+  ahead: number
+) => {
+  const hint = cursorHint(text)
+  if (hint === undefined || hint === cursor) return undefined
+  const params = eventListParams(resolved, request, hint, ahead)
+  return { cursor: hint, params, key: requestKey(url, params) }
+}
+type Following = NonNullable<ReturnType<typeof following>>
 
 const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
   // The layer cannot fail (its signature), so an invalid option is a defect: an InvalidOptions naming the field.
@@ -317,22 +333,6 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
     if (request?.refresh === true) yield* Cache.invalidate(bucketCache, "buckets")
     return yield* Cache.get(bucketCache, "buckets")
   })
-
-  /** The page after the one whose raw body is `text` (by its nextCursor), as a request for `ahead` events. */
-  const following = (
-    url: string,
-    resolved: ResolvedSource,
-    request: PageRequest,
-    text: string,
-    cursor: string | undefined,
-    ahead: number
-  ) => {
-    const hint = cursorHint(text)
-    if (hint === undefined || hint === cursor) return undefined
-    const params = eventListParams(resolved, request, hint, ahead)
-    return { cursor: hint, params, key: requestKey(url, params) }
-  }
-  type Following = NonNullable<ReturnType<typeof following>>
 
   /**
    * Requests `next` ahead unless it already is; once a read-ahead is in, the page after it goes out too, so that up
