@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Scope } from "effect"
+import { Deferred, Effect, Exit, Scope } from "effect"
 import { cursorHint, makeReadAhead } from "../../src/layers/dataSource/ReadAhead.ts"
 
 describe("cursorHint", () => {
@@ -62,6 +62,33 @@ describe("makeReadAhead", () => {
       yield* readAhead.start("dropped", 10, Effect.succeed("body"))
       readAhead.drop("dropped")
       expect(yield* readAhead.take("dropped", 10)).toBeUndefined()
+    }).pipe(Effect.scoped)
+  )
+
+  it.effect("tells which requests it keeps, how many, and the result of one that is in, without using it up", () =>
+    Effect.gen(function* () {
+      const scope = yield* Effect.scope
+      const readAhead = makeReadAhead<string, string>(scope)
+      const gate = yield* Deferred.make<string>()
+      yield* readAhead.start("pending", 10, Deferred.await(gate))
+      yield* readAhead.start("failed", 10, Effect.fail("HTTP 500"))
+      yield* readAhead.start("in", 10, Effect.succeed("body-in"))
+      expect([readAhead.has("pending"), readAhead.has("in"), readAhead.has("other"), readAhead.size()]).toEqual([
+        true,
+        true,
+        false,
+        3
+      ])
+      expect([readAhead.arrived("pending"), readAhead.arrived("failed"), readAhead.arrived("in")]).toEqual([
+        undefined,
+        undefined,
+        "body-in"
+      ])
+      // Still kept: a look does not use it up.
+      expect(yield* readAhead.take("in", 10)).toBe("body-in")
+      yield* Deferred.succeed(gate, "body-pending")
+      expect(yield* readAhead.take("pending", 10)).toBe("body-pending")
+      expect(readAhead.size()).toBe(1)
     }).pipe(Effect.scoped)
   )
 
