@@ -63,11 +63,10 @@ export class FlowcoreDataPump {
   }
 
   #sharedRuntime(): ManagedRuntime.ManagedRuntime<DataSource | PumpMetrics, never> {
-    const tracing = this.#options.openTelemetry === true ? OtelTracer.layerGlobal : Layer.empty
     this.#runtime ??= ManagedRuntime.make(
       flowcoreSourceLayer(this.#connection).pipe(
         Layer.provideMerge(loggingLayer(this.#options.logger)),
-        Layer.provideMerge(tracing)
+        Layer.provideMerge(this.#options.openTelemetry === true ? OtelTracer.layerGlobal : Layer.empty)
       )
     )
     return this.#runtime

@@ -83,8 +83,8 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
     let bucket = start.bucket
     let afterEventId = start.afterEventId
     let cursor: string | undefined
-    /** The largest page this buffer can take. */
-    const wholePage = Math.min(options.maxPageSize, options.bufferSize)
+    /** The largest page this buffer can take (the resolved maxPageSize is never above bufferSize). */
+    const wholePage = options.maxPageSize
     /** The page after the last one was requested ahead for this many events (0: none): wait for room for it. */
     let readAhead = 0
 

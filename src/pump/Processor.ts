@@ -143,12 +143,12 @@ const makeDeadlines = (clock: Clock.Clock, timeoutMs: number) => {
       for (;;) {
         const watch: Watch = { fiber: undefined, deadline: 0, busy: false, timedOut: false }
         /** What to do with the running call's Exit: the respawner does it when the call timed out. */
-        let settling: ((exit: Exit.Exit<void, unknown>) => Effect.Effect<void, never, R>) | undefined
+        let settling: (exit: Exit.Exit<void, unknown>) => Effect.Effect<void, never, R> = () => Effect.void
         const settled = (exit: Exit.Exit<void, unknown>) => {
           // Timed out: this fiber is being interrupted, and the respawner settles the call.
           if (watch.timedOut) return Effect.interrupt
           watch.busy = false
-          return (settling as (exit: Exit.Exit<void, unknown>) => Effect.Effect<void, never, R>)(exit)
+          return settling(exit)
         }
         const outcomes = {
           onSuccess: () => settled(Exit.void),
@@ -174,7 +174,8 @@ const makeDeadlines = (clock: Clock.Clock, timeoutMs: number) => {
           Fiber.await(fiber),
           Effect.sync(() => watched.delete(watch))
         )
-        if (!watch.timedOut || settling === undefined) return yield* exit
+        // Only a running call can time out: `settling` is that call's.
+        if (!watch.timedOut) return yield* exit
         yield* settling(timedOut())
       }
     })
@@ -206,6 +207,14 @@ const handlerSpan = <A, E, R>(
     { attributes, links: producerLinks(events), captureStackTrace: false }
   )
 
+/** Records how long a handler call that started at `started` took, with its outcome. */
+const recordDuration = <R>(
+  deps: ProcessorDeps<R>,
+  clock: Clock.Clock,
+  started: number,
+  exit: Exit.Exit<void, unknown>
+): void => deps.metrics.handlerDuration((clock.currentTimeMillisUnsafe() - started) / 1000, outcomeOf(exit))
+
 /** What a handler span is named and says, made only under a real tracer. */
 interface SpanInfo {
   readonly name: string
@@ -235,7 +244,7 @@ const exitOf = <R>(
       run = Effect.exit(handlerSpan(Effect.flatten(within), name, events, attributes()))
     }
     return Effect.map(run, (exit) => {
-      deps.metrics.handlerDuration((clock.currentTimeMillisUnsafe() - started) / 1000, outcomeOf(exit))
+      recordDuration(deps, clock, started, exit)
       return exit
     })
   })
@@ -256,7 +265,7 @@ const timed = <R>(
   const { clock } = instrumentation
   const started = clock.currentTimeMillisUnsafe()
   return call(handler, started, (exit) => {
-    deps.metrics.handlerDuration((clock.currentTimeMillisUnsafe() - started) / 1000, outcomeOf(exit))
+    recordDuration(deps, clock, started, exit)
     return settle(exit)
   })
 }

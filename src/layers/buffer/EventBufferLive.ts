@@ -444,7 +444,8 @@ export const makeBuffer = (
     )
 
     const awaitFailedHandlers: Effect.Effect<void> = Effect.suspend(() =>
-      finalizing === 0 ? Effect.void : Effect.andThen(finalizedSignal.wait(), awaitFailedHandlers)
+      // Interruptible: shutdown gives up on it at the drain timeout.
+      finalizing === 0 ? Effect.void : Effect.andThen(finalizedSignal.waitInterruptibly(), awaitFailedHandlers)
     )
 
     const snapshot = (): BufferSnapshot => ({

@@ -389,8 +389,6 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
     // The next page goes out before this one is parsed (see ReadAhead); its body waits as text until asked for.
     const ahead = request.readAhead ?? 0
     const next = ahead < 1 ? undefined : following(url, resolved, request, body.text, cursor, ahead)
-    const nextKey = next?.key
-    const hint = next?.cursor
     if (next !== undefined) {
       yield* readAheadFrom(url, resolved, request, next, ahead)
       // The HTTP client writes the request from a microtask / next tick: let it, before parsing holds the thread.
@@ -399,11 +397,11 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
     const decoded = Effect.flatMap(decodeBody("EventList", body, EventListPage), (page) =>
       Effect.map(validateEvents("EventList", page.events), (events) => ({ page, events }))
     )
-    const { page, events } = yield* nextKey === undefined
+    const { page, events } = yield* next === undefined
       ? decoded
-      : Effect.onError(decoded, () => Effect.sync(() => readAhead.drop(nextKey)))
-    const readingAhead = nextKey !== undefined && page.nextCursor === hint
-    if (nextKey !== undefined && !readingAhead) readAhead.drop(nextKey)
+      : Effect.onError(decoded, () => Effect.sync(() => readAhead.drop(next.key)))
+    const readingAhead = next !== undefined && page.nextCursor === next.cursor
+    if (next !== undefined && !readingAhead) readAhead.drop(next.key)
     yield* Effect.annotateCurrentSpan({
       "flowcore.event_count": events.length,
       "flowcore.has_next_cursor": page.nextCursor !== undefined
