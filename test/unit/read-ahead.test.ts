@@ -27,11 +27,13 @@ describe("cursorHint", () => {
   })
 })
 
+/** A read-ahead store tied to the test's scope. */
+const readAheadInScope = Effect.map(Effect.scope, (scope) => makeReadAhead<string, string>(scope))
+
 describe("makeReadAhead", () => {
   it.effect("serves a started request to a take for at least its page size, once", () =>
     Effect.gen(function* () {
-      const scope = yield* Effect.scope
-      const readAhead = makeReadAhead<string, string>(scope)
+      const readAhead = yield* readAheadInScope
       let started = 0
       yield* readAhead.start(
         "page-2",
@@ -53,8 +55,7 @@ describe("makeReadAhead", () => {
 
   it.effect("a take for fewer events, a failed request or a drop makes the caller fetch it itself", () =>
     Effect.gen(function* () {
-      const scope = yield* Effect.scope
-      const readAhead = makeReadAhead<string, string>(scope)
+      const readAhead = yield* readAheadInScope
       yield* readAhead.start("too-big", 10, Effect.never)
       expect(yield* readAhead.take("too-big", 9)).toBeUndefined()
       yield* readAhead.start("failing", 10, Effect.fail("HTTP 500"))
@@ -67,8 +68,7 @@ describe("makeReadAhead", () => {
 
   it.effect("tells which requests it keeps, how many, and the result of one that is in, without using it up", () =>
     Effect.gen(function* () {
-      const scope = yield* Effect.scope
-      const readAhead = makeReadAhead<string, string>(scope)
+      const readAhead = yield* readAheadInScope
       const gate = yield* Deferred.make<string>()
       yield* readAhead.start("pending", 10, Deferred.await(gate))
       yield* readAhead.start("failed", 10, Effect.fail("HTTP 500"))
