@@ -112,7 +112,8 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
           toEventId,
           pageSize,
           includeSensitiveData: options.includeSensitiveData,
-          readAhead: wholePage
+          readAhead: wholePage,
+          readPageSize: options.readPageSize
         })
       }),
       { onRetry: () => status.fetchRetries++ }

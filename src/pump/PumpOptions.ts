@@ -84,7 +84,10 @@ export interface ResolvedOptions<R> {
   readonly liveWaitTimeoutMs: number
   readonly rolloverSettleMs: number
   readonly drainTimeoutMs: number
+  /** The most events one fetch may hand to the buffer: the configured maxPageSize, at most bufferSize. */
   readonly maxPageSize: number
+  /** The configured maxPageSize: the page read from the server, handed out in parts when above bufferSize. */
+  readonly readPageSize: number
   /** Fetch only once this many slots are free, so pages are never tiny. */
   readonly refillFreeSlots: number
   readonly checkpointEveryEvents: number
@@ -218,6 +221,7 @@ export const resolveOptions = <R>(options: PumpOptions<R>): Effect.Effect<Resolv
       rolloverSettleMs,
       drainTimeoutMs,
       maxPageSize: pageSize,
+      readPageSize: maxPageSize,
       // When the next page may be requested. A buffer of two pages or more still holds at least a page while the next
       // one is on its way, so it waits for room for a whole page; a smaller one may ask at half a page (at least 1),
       // when the fetch loop judges that the overlap pays (BucketWalker), and otherwise waits for a whole page.

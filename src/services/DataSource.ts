@@ -38,6 +38,13 @@ export interface PageRequest {
    * the page returned says when one was started. Sources without a read-ahead ignore it.
    */
   readonly readAhead?: number | undefined
+  /**
+   * Lets the source read pages of up to this many events from the server, more than `pageSize`, and hand them out
+   * in parts: it returns `pageSize` events at most and keeps the rest of the response as it came, not decoded, for the
+   * calls that follow (the page returned then has a `nextCursor` of the source's own). A buffer smaller than a
+   * server page then costs no more round trips than a large one. Sources without it ignore it.
+   */
+  readonly readPageSize?: number | undefined
 }
 
 export interface EventPage {

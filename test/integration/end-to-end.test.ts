@@ -39,11 +39,11 @@ afterAll(async () => {
   await emulator.close()
 })
 
-const readAll = () =>
+const readAll = (bufferSize = 1000) =>
   Effect.gen(function* () {
     const seen: Array<string> = []
     const controller = yield* DataPump.make({
-      bufferSize: 1000,
+      bufferSize,
       stopAt: new Date(first + 5 * HOUR + 1),
       rolloverSettleMs: 0,
       supervision: { baseDelayMs: 20, maxDelayMs: 200 },
@@ -55,9 +55,20 @@ const readAll = () =>
           })
       }
     })
+    let deepest = 0
     yield* controller.start
+    yield* controller.snapshot.pipe(
+      Effect.tap((snapshot) =>
+        Effect.sync(() => {
+          deepest = Math.max(deepest, snapshot.buffer.depth)
+        })
+      ),
+      Effect.andThen(Effect.sleep("2 millis")),
+      Effect.forever,
+      Effect.forkScoped
+    )
     yield* controller.awaitStopped
-    return { seen, snapshot: yield* controller.snapshot }
+    return { seen, deepest, snapshot: yield* controller.snapshot }
   }).pipe(
     Effect.scoped,
     Effect.provide(
@@ -81,6 +92,20 @@ describe("end to end over HTTP", () => {
       expect(new Set(seen).size).toBe(EVENTS)
       expect(seen).toEqual(ids)
     })
+  )
+
+  it.live(
+    "a buffer of 100 reads pages of 1,000 and hands them out in parts: the same events, a tenth of the requests",
+    () =>
+      Effect.gen(function* () {
+        const before = emulator.stats.requests
+        const { seen, deepest } = yield* readAll(100)
+        expect(seen).toEqual(ids)
+        expect(deepest).toBeGreaterThan(0)
+        expect(deepest).toBeLessThanOrEqual(100)
+        // 50 pages of 1,000 (and a few lookups and empty pages), where pages of 100 would take 500 requests.
+        expect(emulator.stats.requests - before).toBeLessThan(100)
+      })
   )
 
   it.live("still delivers everything with 20% 500s, a malformed page and 200 ms of latency", () =>

@@ -10,7 +10,7 @@ import * as TimeBucket from "../../src/domain/TimeBucket.ts"
 import { TimeUuid } from "../../src/domain/TimeUuid.ts"
 import { FlowcoreHttp, type FlowcoreHttpOptions } from "../../src/layers/dataSource/FlowcoreHttp.ts"
 import { parseRetryAfter, retrySchedule, safeExcerpt } from "../../src/layers/dataSource/HttpCommand.ts"
-import { DataSource } from "../../src/services/DataSource.ts"
+import { DataSource, type EventPage } from "../../src/services/DataSource.ts"
 import { noopRecorder, PumpMetrics } from "../../src/services/PumpMetrics.ts"
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -492,6 +492,137 @@ describe("FlowcoreHttp read-ahead", () => {
       expect(errorKind).toBe("Decode")
       // The read-ahead of c2 went out with the broken page, which was then dropped: c2 is fetched again.
       expect(eventQueries(server).map((q) => q.get("cursor"))).toEqual([null, null, null, "c2", "c2"])
+    })
+  )
+})
+
+describe("FlowcoreHttp pages read whole, handed out in parts", () => {
+  /** Event `n` of the bucket, ids in time order. */
+  const nth = (n: number) => ({
+    ...makeEvent("user.created.0", {
+      eventId: TimeUuid.fromDate(new Date(Date.parse("2024-03-15T14:00:00.000Z") + n * 1000)).toString()
+    }),
+    n
+  })
+  const pageOne = Array.from({ length: 25 }, (_, n) => nth(n))
+  const pageTwo = Array.from({ length: 5 }, (_, n) => nth(25 + n))
+  /** Page one (25 events, then c2), page two (5 events, the end); `raw` replaces page one's body. */
+  const twoPages = (raw?: string) =>
+    recordingServer((req) => {
+      if (req.path !== "/api/v1/events") return flowcoreRoutes(req)
+      const query = new URLSearchParams(req.query)
+      if (query.get("cursor") === "c2") return { body: { events: pageTwo } }
+      const after = query.get("afterEventId")
+      if (after !== null) {
+        return { body: { events: pageOne.slice(pageOne.findIndex((e) => e.eventId === after) + 1), nextCursor: "c2" } }
+      }
+      return raw === undefined ? { body: { events: pageOne, nextCursor: "c2" } } : { raw }
+    })
+  const eventQueries = (server: RecordingServer) =>
+    server.seen.filter((s) => s.path === "/api/v1/events").map((s) => new URLSearchParams(s.query))
+  /** Follows the pages' cursors to the end of the bucket, `pageSize` events at most per call. */
+  const readBucket = (pageSize: number) =>
+    DataSource.use((ds) =>
+      Effect.gen(function* () {
+        const pages: Array<EventPage> = []
+        let cursor: string | undefined
+        do {
+          const page = yield* ds.fetchPage({
+            timeBucket: bucket,
+            pageSize,
+            cursor,
+            readAhead: pageSize,
+            readPageSize: 100
+          })
+          pages.push(page)
+          cursor = page.nextCursor
+        } while (cursor !== undefined)
+        return pages
+      })
+    )
+
+  it.live("one request per server page, its events handed out pageSize at a time, in order", () =>
+    Effect.gen(function* () {
+      const server = yield* twoPages()
+      const pages = yield* withSource(readBucket(10), { connection: connectionFor(server.url, { directMode: true }) })
+      expect(pages.map((page) => page.events.length)).toEqual([10, 10, 5, 5])
+      expect(pages.flatMap((page) => page.events.map((event) => event.n))).toEqual(
+        [...pageOne, ...pageTwo].map((e) => e.n)
+      )
+      // Parts continue with cursors of the layer's own; the last part of a page continues with the server's cursor.
+      expect(pages[0]?.nextCursor).not.toBe("c2")
+      expect(pages.map((page) => page.nextCursor).slice(2)).toEqual(["c2", undefined])
+      // Each server page once, for 100 events: the second one read ahead.
+      expect(eventQueries(server).map((q) => [q.get("cursor"), q.get("pageSize")])).toEqual([
+        [null, "100"],
+        ["c2", "100"]
+      ])
+      // A part shows the bucket as it was when its page was requested.
+      expect(pages[1]?.requestedAt).toBe(pages[0]?.requestedAt)
+      expect(pages[1]?.requestedAt).toBeDefined()
+      expect(pages[0]?.sizeBytes).toBe(JSON.stringify(pageOne.slice(0, 10)).length - 2)
+    })
+  )
+
+  it.live("a part this layer does not hold is read from the server, after the last event handed out", () =>
+    Effect.gen(function* () {
+      const server = yield* twoPages()
+      const connection = connectionFor(server.url, { directMode: true })
+      const first = yield* withSource(
+        DataSource.use((ds) => ds.fetchPage({ timeBucket: bucket, pageSize: 10, readPageSize: 100 })),
+        { connection }
+      )
+      // Another layer (as after a restart, or another pump) gets the cursor of that part.
+      const rest = yield* withSource(
+        DataSource.use((ds) =>
+          ds.fetchPage({ timeBucket: bucket, pageSize: 10, cursor: first.nextCursor, readPageSize: 100 })
+        ),
+        { connection }
+      )
+      expect(rest.events).toHaveLength(10)
+      const second = eventQueries(server)[1]
+      expect(second?.get("cursor")).toBeNull()
+      expect(second?.get("afterEventId")).toBe(pageOne[9]?.eventId)
+      expect(second?.get("pageSize")).toBe("100")
+    })
+  )
+
+  it.live(
+    "a part that does not parse fails as NotJson, and asking again reads on after the last event handed out",
+    () =>
+      Effect.gen(function* () {
+        const events = pageOne.map((event) => JSON.stringify(event))
+        events[14] = `{"eventId": "broken", oops}`
+        const server = yield* twoPages(`{"events":[${events.join(",")}],"nextCursor":"c2"}`)
+        const result = yield* withSource(
+          DataSource.use((ds) =>
+            Effect.gen(function* () {
+              const first = yield* ds.fetchPage({ timeBucket: bucket, pageSize: 10, readPageSize: 100 })
+              const request = { timeBucket: bucket, pageSize: 10, cursor: first.nextCursor, readPageSize: 100 }
+              const error = yield* Effect.flip(ds.fetchPage(request))
+              const again = yield* ds.fetchPage(request)
+              return { first, error, again }
+            })
+          ),
+          { connection: connectionFor(server.url, { directMode: true }) }
+        )
+        expect(result.first.events.map((event) => event.n)).toEqual(pageOne.slice(0, 10).map((e) => e.n))
+        expect([result.error.kind, result.error.retryable]).toEqual(["NotJson", true])
+        expect(result.again.events.map((event) => event.n)).toEqual(pageOne.slice(10, 20).map((e) => e.n))
+        expect(eventQueries(server)[1]?.get("afterEventId")).toBe(pageOne[9]?.eventId)
+      })
+  )
+
+  it.live("pages no larger than pageSize are decoded whole, as before", () =>
+    Effect.gen(function* () {
+      const server = yield* twoPages()
+      const page = yield* withSource(
+        DataSource.use((ds) => ds.fetchPage({ timeBucket: bucket, pageSize: 100, readPageSize: 100 })),
+        { connection: connectionFor(server.url, { directMode: true }) }
+      )
+      expect(page.events).toHaveLength(25)
+      expect(page.nextCursor).toBe("c2")
+      expect(page.requestedAt).toBeUndefined()
     })
   )
 })

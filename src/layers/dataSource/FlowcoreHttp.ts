@@ -8,11 +8,20 @@ import { Cache, Clock, Duration, Effect, Exit, Layer, Schema } from "effect"
 import { HttpClient } from "effect/http"
 import type { FlowcoreConnection } from "../../domain/config.ts"
 import { DataSourceError, InvalidOptions } from "../../domain/errors.ts"
-import { validateEvents } from "../../domain/FlowcoreEvent.ts"
+import { type FlowcoreEvent, validateEvents } from "../../domain/FlowcoreEvent.ts"
 import { type TimeBucket, TimeBucketSchema } from "../../domain/TimeBucket.ts"
 import { DataSource, type EventPage, type PageRequest, type ResolvedSource } from "../../services/DataSource.ts"
 import { PumpMetrics } from "../../services/PumpMetrics.ts"
-import { type CommandName, decodeBody, makeCommandRunner, type ResponseBody, type RetryPolicy } from "./HttpCommand.ts"
+import {
+  type CommandName,
+  decodeBody,
+  decodeJson,
+  makeCommandRunner,
+  notJson,
+  type ResponseBody,
+  type RetryPolicy
+} from "./HttpCommand.ts"
+import { decodedPage, type SplitPage, splitPage } from "./PageSplit.ts"
 import { cursorHint, makeReadAhead } from "./ReadAhead.ts"
 
 export interface FlowcoreHttpOptions {
@@ -155,6 +164,80 @@ const following = (
 }
 type Following = NonNullable<ReturnType<typeof following>>
 
+/**
+ * Starts a cursor of FlowcoreHttp's own, `PART_CURSOR` + the id of the last event handed out: the rest of a page that
+ * is handed out in parts. A control character, so no server cursor (URL- and JSON-safe text) looks like it.
+ */
+const PART_CURSOR = "\u0001part:"
+
+/** The rest of a page read whole: its events from `next` on are still to be handed out. */
+interface Part {
+  readonly page: SplitPage
+  readonly next: number
+  /** The server's cursor after the whole page. */
+  readonly nextCursor: string | undefined
+  readonly requestedAt: number | undefined
+  readonly body: ResponseBody
+}
+
+/** Parts kept, by the request that asks for them, at most `capacity` (the oldest goes first). */
+const makeParts = (capacity = 4) => {
+  const kept = new Map<string, Part>()
+  return {
+    set: (key: string, part: Part): void => {
+      kept.delete(key)
+      if (kept.size >= capacity) {
+        const oldest = kept.keys().next().value
+        if (oldest !== undefined) kept.delete(oldest)
+      }
+      kept.set(key, part)
+    },
+    take: (key: string): Part | undefined => {
+      const part = kept.get(key)
+      kept.delete(key)
+      return part
+    }
+  }
+}
+
+/** A page decoded whole (`events`), or to be handed out in parts (`split`). */
+type DecodedPage =
+  | {
+      readonly nextCursor: string | undefined
+      readonly events: ReadonlyArray<FlowcoreEvent>
+      readonly split: undefined
+    }
+  | { readonly nextCursor: string | undefined; readonly events: undefined; readonly split: SplitPage }
+
+const decodeWhole = (body: ResponseBody): Effect.Effect<DecodedPage, DataSourceError> =>
+  Effect.flatMap(decodeBody("EventList", body, EventListPage), (page) =>
+    Effect.map(validateEvents("EventList", page.events), (events) => ({
+      nextCursor: page.nextCursor,
+      events,
+      split: undefined
+    }))
+  )
+
+/** Finds the events in the raw body without parsing them (PageSplit) and decodes the rest of the page. */
+const decodeInParts = (body: ResponseBody): Effect.Effect<DecodedPage, DataSourceError> =>
+  Effect.suspend(() => {
+    const split = splitPage(body.text)
+    // Not a body PageSplit can read: decoding it whole says what is wrong with it, or (JSON written in a way the
+    // splitter does not follow) keeps it decoded instead, a page at most.
+    if (split === undefined) {
+      return Effect.map(decodeWhole(body), (page) => ({
+        nextCursor: page.nextCursor,
+        events: undefined,
+        split: decodedPage(page.events ?? [])
+      }))
+    }
+    return Effect.map(decodeJson("EventList", body, split.rest, EventListPage), (page) => ({
+      nextCursor: page.nextCursor,
+      events: undefined,
+      split
+    }))
+  })
+
 const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
   // The layer cannot fail (its signature), so an invalid option is a defect: an InvalidOptions naming the field.
   const settings = yield* Effect.sync(() => settingsOf(options))
@@ -173,6 +256,7 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
   const readAhead = makeReadAhead<{ readonly body: ResponseBody; readonly requestedAt: number }, DataSourceError>(
     yield* Effect.scope
   )
+  const parts = makeParts()
 
   const firstByName = Effect.fnUntraced(function* (
     command: CommandName,
@@ -372,6 +456,38 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
       )
     })
 
+  /** Hands out the next part of a page read whole, and keeps the rest of it for the call that asks for it. */
+  const servePart = (
+    url: string,
+    resolved: ResolvedSource,
+    request: PageRequest,
+    part: Part
+  ): Effect.Effect<EventPage, DataSourceError> =>
+    Effect.suspend(() => {
+      let taken: ReturnType<SplitPage["take"]>
+      try {
+        taken = part.page.take(part.next, request.pageSize)
+      } catch {
+        return Effect.fail(notJson("EventList", part.body))
+      }
+      const served = Effect.map(validateEvents("EventList", taken.events), (events): EventPage => {
+        const last = events[events.length - 1]
+        if (last === undefined || part.page.remaining(taken.next) === 0) {
+          return { events, nextCursor: part.nextCursor, sizeBytes: taken.length, requestedAt: part.requestedAt }
+        }
+        const nextCursor = `${PART_CURSOR}${last.eventId}`
+        parts.set(requestKey(url, eventListParams(resolved, request, nextCursor, 0)), { ...part, next: taken.next })
+        return { events, nextCursor, sizeBytes: taken.length, requestedAt: part.requestedAt }
+      })
+      return Effect.tap(served, (page) =>
+        Effect.annotateCurrentSpan({
+          "flowcore.event_count": page.events.length,
+          "flowcore.has_next_cursor": page.nextCursor !== undefined,
+          "flowcore.part_of_page": true
+        })
+      )
+    })
+
   const fetchPage = Effect.fn("FlowcoreHttp.fetchPage")(function* (request: PageRequest) {
     yield* Effect.annotateCurrentSpan({
       "flowcore.flow_type": source.flowType,
@@ -382,36 +498,53 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
     const resolved = yield* resolve
     const base = yield* eventSourceOrigin
     const url = `${base}/api/v1/events`
-    const cursor = request.cursor === "" ? undefined : request.cursor
-    const params = eventListParams(resolved, request, cursor, request.pageSize)
-    const early = yield* readAhead.take(requestKey(url, params), request.pageSize)
+    let cursor = request.cursor === "" ? undefined : request.cursor
+    let afterEventId = request.afterEventId
+    if (cursor?.startsWith(PART_CURSOR)) {
+      const part = parts.take(requestKey(url, eventListParams(resolved, request, cursor, 0)))
+      if (part !== undefined) return yield* servePart(url, resolved, request, part)
+      // Not kept (another pump sharing this layer took it, or newer parts pushed it out): the cursor names the last
+      // event handed out, so the server reads on from there.
+      afterEventId = cursor.slice(PART_CURSOR.length)
+      cursor = undefined
+    }
+    const positioned: PageRequest = { ...request, cursor, afterEventId }
+    // Pages larger than the caller can take are read whole and handed out in parts (see PageSplit).
+    const readSize = Math.max(request.pageSize, request.readPageSize ?? 0)
+    const inParts = readSize > request.pageSize
+    const params = eventListParams(resolved, positioned, cursor, readSize)
+    const early = yield* readAhead.take(requestKey(url, params), readSize)
+    const requestedAt = early?.requestedAt ?? (inParts ? yield* Clock.currentTimeMillis : undefined)
     const body = early?.body ?? (yield* runner.get("EventList", url, params))
     // The next page goes out before this one is parsed (see ReadAhead); its body waits as text until asked for.
-    const ahead = request.readAhead ?? 0
-    const next = ahead < 1 ? undefined : following(url, resolved, request, body.text, cursor, ahead)
+    const ahead = request.readAhead === undefined || request.readAhead < 1 ? 0 : inParts ? readSize : request.readAhead
+    const next = ahead < 1 ? undefined : following(url, resolved, positioned, body.text, cursor, ahead)
     if (next !== undefined) {
-      yield* readAheadFrom(url, resolved, request, next, ahead)
+      yield* readAheadFrom(url, resolved, positioned, next, ahead)
       // The HTTP client writes the request from a microtask / next tick: let it, before parsing holds the thread.
       yield* Effect.yieldNow
     }
-    const decoded = Effect.flatMap(decodeBody("EventList", body, EventListPage), (page) =>
-      Effect.map(validateEvents("EventList", page.events), (events) => ({ page, events }))
-    )
-    const { page, events } = yield* next === undefined
+    const decoded = inParts ? decodeInParts(body) : decodeWhole(body)
+    const page = yield* next === undefined
       ? decoded
       : Effect.onError(decoded, () => Effect.sync(() => readAhead.drop(next.key)))
-    const readingAhead = next !== undefined && page.nextCursor === next.cursor
+    const nextCursor = page.nextCursor === "" ? undefined : page.nextCursor
+    const readingAhead = next !== undefined && nextCursor === next.cursor
     if (next !== undefined && !readingAhead) readAhead.drop(next.key)
+    if (page.split !== undefined) {
+      return yield* servePart(url, resolved, positioned, { page: page.split, next: 0, nextCursor, requestedAt, body })
+    }
+    const events = page.events
     yield* Effect.annotateCurrentSpan({
       "flowcore.event_count": events.length,
-      "flowcore.has_next_cursor": page.nextCursor !== undefined
+      "flowcore.has_next_cursor": nextCursor !== undefined
     })
     return {
       events,
-      nextCursor: page.nextCursor === "" ? undefined : page.nextCursor,
+      nextCursor,
       sizeBytes: body.bytes,
       readAhead: readingAhead ? ahead : undefined,
-      requestedAt: early?.requestedAt
+      requestedAt
     } satisfies EventPage
   })
 

@@ -257,6 +257,36 @@ export const makeCommandRunner = (deps: {
 
 const decoder = new TextDecoder()
 
+/** A 2xx body (or a part of it) that is not JSON; retryable by the engine. */
+export const notJson = (command: CommandName, body: ResponseBody) =>
+  new DataSourceError({
+    command,
+    kind: "NotJson",
+    status: body.status,
+    retryable: true,
+    message: `${command}: the HTTP ${body.status} response is not JSON (${body.bytes} bytes): ${safeExcerpt(body.text, [])}`
+  })
+
+/** Decodes the parsed JSON of `body`; a mismatch is retryable by the engine but not retried here. */
+export const decodeJson = <S extends Schema.ConstraintDecoder<unknown>>(
+  command: CommandName,
+  body: ResponseBody,
+  json: unknown,
+  schema: S
+): Effect.Effect<S["Type"], DataSourceError> =>
+  Schema.decodeUnknownEffect(schema)(json).pipe(
+    Effect.mapError(
+      (error) =>
+        new DataSourceError({
+          command,
+          kind: "Decode",
+          status: body.status,
+          retryable: true,
+          message: `${command}: the HTTP ${body.status} response has an unexpected shape: ${safeExcerpt(error.message, [])}`
+        })
+    )
+  )
+
 /** Parses a 2xx body once and decodes it; both failures are retryable by the engine but not retried here. */
 export const decodeBody = <S extends Schema.ConstraintDecoder<unknown>>(
   command: CommandName,
@@ -268,26 +298,7 @@ export const decodeBody = <S extends Schema.ConstraintDecoder<unknown>>(
     try {
       json = JSON.parse(body.text)
     } catch {
-      return Effect.fail(
-        new DataSourceError({
-          command,
-          kind: "NotJson",
-          status: body.status,
-          retryable: true,
-          message: `${command}: the HTTP ${body.status} response is not JSON (${body.bytes} bytes): ${safeExcerpt(body.text, [])}`
-        })
-      )
+      return Effect.fail(notJson(command, body))
     }
-    return Schema.decodeUnknownEffect(schema)(json).pipe(
-      Effect.mapError(
-        (error) =>
-          new DataSourceError({
-            command,
-            kind: "Decode",
-            status: body.status,
-            retryable: true,
-            message: `${command}: the HTTP ${body.status} response has an unexpected shape: ${safeExcerpt(error.message, [])}`
-          })
-      )
-    )
+    return decodeJson(command, body, json, schema)
   })
