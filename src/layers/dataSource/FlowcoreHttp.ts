@@ -180,6 +180,10 @@ interface Part {
   readonly body: ResponseBody
 }
 
+/** What a part stands for: its position, and what else the request asks for (this layer's event types are fixed). */
+const partKey = (request: PageRequest, cursor: string) =>
+  `${request.timeBucket} ${request.toEventId ?? ""} ${request.includeSensitiveData === true} ${cursor}`
+
 /** Parts kept, by the request that asks for them, at most `capacity` (the oldest goes first). */
 const makeParts = (capacity = 4) => {
   const kept = new Map<string, Part>()
@@ -457,38 +461,29 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
     })
 
   /** Hands out the next part of a page read whole, and keeps the rest of it for the call that asks for it. */
-  const servePart = (
-    url: string,
-    resolved: ResolvedSource,
-    request: PageRequest,
-    part: Part
-  ): Effect.Effect<EventPage, DataSourceError> =>
-    Effect.suspend(() => {
-      let taken: ReturnType<SplitPage["take"]>
-      try {
-        taken = part.page.take(part.next, request.pageSize)
-      } catch {
-        return Effect.fail(notJson("EventList", part.body))
+  /**
+   * Hands out the next part of a page read whole, and keeps the rest of it for the call that asks for it. No request
+   * is made, so this runs outside the FlowcoreHttp.fetchPage span, under the caller's.
+   */
+  const servePart = (request: PageRequest, part: Part): Effect.Effect<EventPage, DataSourceError> => {
+    let taken: ReturnType<SplitPage["take"]>
+    try {
+      taken = part.page.take(part.next, request.pageSize)
+    } catch {
+      return Effect.fail(notJson("EventList", part.body))
+    }
+    return Effect.map(validateEvents("EventList", taken.events), (events): EventPage => {
+      const last = events[events.length - 1]
+      if (last === undefined || part.page.remaining(taken.next) === 0) {
+        return { events, nextCursor: part.nextCursor, sizeBytes: taken.length, requestedAt: part.requestedAt }
       }
-      const served = Effect.map(validateEvents("EventList", taken.events), (events): EventPage => {
-        const last = events[events.length - 1]
-        if (last === undefined || part.page.remaining(taken.next) === 0) {
-          return { events, nextCursor: part.nextCursor, sizeBytes: taken.length, requestedAt: part.requestedAt }
-        }
-        const nextCursor = `${PART_CURSOR}${last.eventId}`
-        parts.set(requestKey(url, eventListParams(resolved, request, nextCursor, 0)), { ...part, next: taken.next })
-        return { events, nextCursor, sizeBytes: taken.length, requestedAt: part.requestedAt }
-      })
-      return Effect.tap(served, (page) =>
-        Effect.annotateCurrentSpan({
-          "flowcore.event_count": page.events.length,
-          "flowcore.has_next_cursor": page.nextCursor !== undefined,
-          "flowcore.part_of_page": true
-        })
-      )
+      const nextCursor = `${PART_CURSOR}${last.eventId}`
+      parts.set(partKey(request, nextCursor), { ...part, next: taken.next })
+      return { events, nextCursor, sizeBytes: taken.length, requestedAt: part.requestedAt }
     })
+  }
 
-  const fetchPage = Effect.fn("FlowcoreHttp.fetchPage")(function* (request: PageRequest) {
+  const fetchFromServer = Effect.fn("FlowcoreHttp.fetchPage")(function* (request: PageRequest) {
     yield* Effect.annotateCurrentSpan({
       "flowcore.flow_type": source.flowType,
       "flowcore.event_type_count": source.eventTypes.length,
@@ -501,8 +496,6 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
     let cursor = request.cursor === "" ? undefined : request.cursor
     let afterEventId = request.afterEventId
     if (cursor?.startsWith(PART_CURSOR)) {
-      const part = parts.take(requestKey(url, eventListParams(resolved, request, cursor, 0)))
-      if (part !== undefined) return yield* servePart(url, resolved, request, part)
       // Not kept (another pump sharing this layer took it, or newer parts pushed it out): the cursor names the last
       // event handed out, so the server reads on from there.
       afterEventId = cursor.slice(PART_CURSOR.length)
@@ -532,7 +525,7 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
     const readingAhead = next !== undefined && nextCursor === next.cursor
     if (next !== undefined && !readingAhead) readAhead.drop(next.key)
     if (page.split !== undefined) {
-      return yield* servePart(url, resolved, positioned, { page: page.split, next: 0, nextCursor, requestedAt, body })
+      return yield* servePart(positioned, { page: page.split, next: 0, nextCursor, requestedAt, body })
     }
     const events = page.events
     yield* Effect.annotateCurrentSpan({
@@ -547,6 +540,12 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
       requestedAt
     } satisfies EventPage
   })
+
+  const fetchPage = (request: PageRequest): Effect.Effect<EventPage, DataSourceError> => {
+    const cursor = request.cursor
+    const part = cursor?.startsWith(PART_CURSOR) === true ? parts.take(partKey(request, cursor)) : undefined
+    return part === undefined ? fetchFromServer(request) : servePart(request, part)
+  }
 
   const translateTenant = Effect.gen(function* () {
     const body = yield* runner
