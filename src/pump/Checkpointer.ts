@@ -116,11 +116,10 @@ export const makeCheckpointer = (deps: CheckpointerDeps): Checkpointer => {
 
   const loop: Effect.Effect<never, StateStoreError> = Effect.forever(
     Effect.gen(function* () {
-      // Also returns, with no new watermark, when the fetcher starts waiting for a save (untilDue sees it).
+      // Also returns, with no new watermark, when the fetcher starts waiting for a save (untilDue sees it). The
+      // buffer wakes this fiber on the scheduler turn after the acknowledgements, so that fast handlers cost one save
+      // per turn instead of one per event.
       yield* buffer.awaitWatermark(savedVersion)
-      // An ack wakes this fiber inline, in the middle of the processor's run: let the acks of the same turn pile up
-      // first, so that fast handlers cost one save per scheduler turn instead of one per event.
-      yield* Effect.yieldNow
       yield* untilDue
       yield* saveWatermark
     })

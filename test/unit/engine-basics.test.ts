@@ -37,4 +37,43 @@ describe("engine basics", () => {
       )
     )
   )
+
+  it.effect(
+    "fast handlers are checkpointed once per scheduler turn, not once per event, and the last save is exact",
+    () =>
+      atNow(
+        Effect.gen(function* () {
+          let handled = 0
+          const fiber = yield* DataPump.run({
+            bufferSize: 1000,
+            stopAt: new Date(NOW - HOUR),
+            processor: {
+              concurrency: 1,
+              handler: (events) =>
+                Effect.sync(() => {
+                  handled += events.length
+                })
+            }
+          }).pipe(Effect.forkChild)
+          yield* TestClock.adjust("1 minute")
+          yield* Fiber.join(fiber)
+          const memory = yield* MemoryStateStore
+          const saves = yield* memory.saves
+          expect(handled).toBe(2000)
+          // One handler call per event (concurrency 1): a save per acknowledgement would be 2,000 saves.
+          expect(saves).toBeGreaterThan(0)
+          expect(saves).toBeLessThan(handled / 20)
+          const all = yield* InMemoryDataSource.use((s) => s.events)
+          const last = all[all.length - 1]
+          expect(Option.getOrUndefined(yield* memory.get)).toEqual({
+            timeBucket: last?.timeBucket,
+            eventId: last?.eventId
+          })
+        }).pipe(
+          Effect.provide(
+            testLayers({ events: history(2000, 2, 3), state: { timeBucket: TimeBucket.fromDate(NOW - 4 * HOUR) } })
+          )
+        )
+      )
+  )
 })

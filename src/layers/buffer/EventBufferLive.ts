@@ -143,6 +143,21 @@ export const makeBuffer = (
     const openSignal = new Signal()
     const spaceWaiters = new SpaceWaiters()
     const watermarkSignal = new Signal()
+    const dispatcher = yield* Effect.withFiber((fiber) => Effect.succeed(fiber.currentDispatcher))
+    let watermarkWakeScheduled = false
+    const wakeWatermarkWaiters = () => {
+      watermarkWakeScheduled = false
+      watermarkSignal.wakeAll()
+    }
+    /**
+     * Wakes the watermark's waiters (the checkpointer) on the next scheduler turn, once for all the acknowledgements of
+     * this one: a save then covers them all, and a handler's fiber is not held up by a save it never waits for.
+     */
+    const wakeWatermarkWaitersSoon = () => {
+      if (watermarkWakeScheduled || watermarkSignal.waiters.length === 0) return
+      watermarkWakeScheduled = true
+      dispatcher.scheduleTask(wakeWatermarkWaiters, 0)
+    }
     const saveWantedSignal = new Signal()
     const emptySignal = new Signal()
     /** Expiry timers of pull-mode deliveries, with how many of their events are still reserved. */
@@ -198,7 +213,7 @@ export const makeBuffer = (
       prunedTotal += pruned
       if (releaseOnSettle) savedPruned = prunedTotal
       else prunedAtVersion.push([watermarkVersion, prunedTotal])
-      watermarkSignal.wakeAll()
+      wakeWatermarkWaitersSoon()
       spaceWaiters.wake(freeSlots())
       if (saveWantedSignal.waiters.length > 0 && fetcherWaitsForSave()) saveWantedSignal.wakeAll()
       if (entries.length === 0) emptySignal.wakeAll()
