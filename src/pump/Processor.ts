@@ -151,7 +151,8 @@ const makeDeadlines = (clock: Clock.Clock, timeoutMs: number) => {
           return settling(exit)
         }
         const outcomes = {
-          onSuccess: () => settled(Exit.void),
+          // One parameter, as matchCauseEffect otherwise wraps the callback in a closure on every call.
+          onSuccess: (_: void) => settled(Exit.void),
           onFailure: (cause: Cause.Cause<unknown>) => settled(Exit.failCause(cause))
         }
         // Made where it runs (in the worker's fiber), so the watch is armed from here.
@@ -418,7 +419,8 @@ const runBatches = <R>(
         if (delivery.events.length === 0) return
         const { deliveryId, events } = delivery
         const ids = events.map(eventIdOf)
-        const firstDelivery = Math.max(...delivery.attempts)
+        let firstDelivery = 0
+        for (const attempt of delivery.attempts) if (attempt > firstDelivery) firstDelivery = attempt
         const spanFor = (deliveryCount: number) => (): SpanInfo => ({
           name: "DataPump.handleBatch",
           events,
