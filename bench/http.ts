@@ -4,8 +4,9 @@
  * The emulator runs as its own process (like a real server, on the other core), seeded over its ingestion API, so
  * this process holds nothing but what it measures; with IN_PROCESS=1 it shares the pump's process (and core) instead.
  * This machine kind drifts by tens of percent within a minute, so every row runs REPEAT times (3 by default), each
- * time between two ceiling runs, and shows the median rate and the median ratio to the ceiling runs beside it; a row
- * whose buffer is smaller than a page of 1,000 is also compared with the loop reading pages of its buffer's size.
+ * time between two ceiling runs, and shows the median rate and the median ratio to the ceiling runs beside it. A row
+ * whose buffer is smaller than a page of 1,000 still reads pages of 1,000 (handed to the buffer in parts); it is also
+ * compared with the loop reading pages of its buffer's size, which is what pages no larger than the buffer allow.
  * Prints a markdown table; asserts nothing.
  *
  *   npm run bench:http                 (EVENTS=100000 by default)
@@ -188,9 +189,9 @@ const median = (values: ReadonlyArray<number>) =>
 const ceilings: Array<{ rate: number; rss: number }> = []
 const smallPages: Array<number> = []
 /**
- * REPEAT runs of one row, each between two ceiling runs (the last ceiling run is shared with the next row). A buffer
- * smaller than a page of 1,000 caps the pages (guarantee 3), so such a row is also compared with the same loop
- * reading pages of that size, run right after it.
+ * REPEAT runs of one row, each between two ceiling runs (the last ceiling run is shared with the next row). A row with
+ * a buffer smaller than a page of 1,000 is also compared with the same loop reading pages of the buffer's size, run
+ * right after it.
  */
 const measureRow = async (bufferSize: number, concurrency: number, slowMs: number) => {
   const rates: Array<number> = []
@@ -256,7 +257,7 @@ if (smallPages.length > 0) {
 }
 console.log("")
 console.log(
-  "| bufferSize | concurrency | handler | events/s (median) | × ceiling (median) | × loop at its page size | peak RSS MB |"
+  "| bufferSize | concurrency | handler | events/s (median) | × ceiling (median) | × loop, pages of bufferSize | peak RSS MB |"
 )
 console.log("| --- | --- | --- | --- | --- | --- | --- |")
 for (const row of rows) console.log(row)
