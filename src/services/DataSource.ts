@@ -52,7 +52,10 @@ export interface EventPage {
   readonly events: ReadonlyArray<FlowcoreEvent>
   /** Present when the bucket has more events right now. */
   readonly nextCursor?: string | undefined
-  /** Bytes of the response body when known, for throughput metrics without re-serialising events. */
+  /**
+   * Bytes of the response body when known (for a part of a page, of its events' text), for throughput metrics without
+   * re-serialising events.
+   */
   readonly sizeBytes?: number | undefined
   /** The page after this one (`nextCursor`) has been requested ahead for at most this many events. */
   readonly readAhead?: number | undefined

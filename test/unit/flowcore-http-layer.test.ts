@@ -613,6 +613,18 @@ describe("FlowcoreHttp pages read whole, handed out in parts", () => {
       })
   )
 
+  it.live("a body the splitter cannot follow (an escaped key) is decoded whole and still handed out in parts", () =>
+    Effect.gen(function* () {
+      const raw = JSON.stringify({ events: pageOne, nextCursor: "c2" }).replace('"events"', '"\\u0065vents"')
+      const server = yield* twoPages(raw)
+      const pages = yield* withSource(readBucket(10), { connection: connectionFor(server.url, { directMode: true }) })
+      expect(pages.map((page) => page.events.length)).toEqual([10, 10, 5, 5])
+      expect(pages.flatMap((page) => page.events.map((event) => event.n))).toEqual(
+        [...pageOne, ...pageTwo].map((e) => e.n)
+      )
+    })
+  )
+
   it.live("pages no larger than pageSize are decoded whole, as before", () =>
     Effect.gen(function* () {
       const server = yield* twoPages()

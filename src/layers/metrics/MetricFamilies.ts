@@ -194,7 +194,7 @@ export const registerMetricFamilies = (registry: Registry): MetricFamilies => ({
     registry,
     {
       name: "flowcore_data_pump_fetch_page_duration_seconds",
-      help: "Time the fetch loop waited for one page of events, retries included (a page read ahead: its decoding)",
+      help: "Time the fetch loop waited for one page of events, retries included (a page read ahead, or a part of a page read whole: its decoding)",
       labelNames: baseLabelNames
     },
     fetchPageDurationBuckets
