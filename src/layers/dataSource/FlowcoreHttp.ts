@@ -204,16 +204,17 @@ const makeParts = (capacity = 4) => {
   }
 }
 
+interface WholePage {
+  readonly nextCursor: string | undefined
+  readonly events: ReadonlyArray<FlowcoreEvent>
+  readonly split: undefined
+}
 /** A page decoded whole (`events`), or to be handed out in parts (`split`). */
 type DecodedPage =
-  | {
-      readonly nextCursor: string | undefined
-      readonly events: ReadonlyArray<FlowcoreEvent>
-      readonly split: undefined
-    }
+  | WholePage
   | { readonly nextCursor: string | undefined; readonly events: undefined; readonly split: SplitPage }
 
-const decodeWhole = (body: ResponseBody): Effect.Effect<DecodedPage, DataSourceError> =>
+const decodeWhole = (body: ResponseBody): Effect.Effect<WholePage, DataSourceError> =>
   Effect.flatMap(decodeBody("EventList", body, EventListPage), (page) =>
     Effect.map(validateEvents("EventList", page.events), (events) => ({
       nextCursor: page.nextCursor,
@@ -232,7 +233,7 @@ const decodeInParts = (body: ResponseBody): Effect.Effect<DecodedPage, DataSourc
       return Effect.map(decodeWhole(body), (page) => ({
         nextCursor: page.nextCursor,
         events: undefined,
-        split: decodedPage(page.events ?? [])
+        split: decodedPage(page.events)
       }))
     }
     return Effect.map(decodeJson("EventList", body, split.rest, EventListPage), (page) => ({
@@ -460,7 +461,6 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
       )
     })
 
-  /** Hands out the next part of a page read whole, and keeps the rest of it for the call that asks for it. */
   /**
    * Hands out the next part of a page read whole, and keeps the rest of it for the call that asks for it. No request
    * is made, so this runs outside the FlowcoreHttp.fetchPage span, under the caller's.
@@ -524,21 +524,21 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
     const nextCursor = page.nextCursor === "" ? undefined : page.nextCursor
     const readingAhead = next !== undefined && nextCursor === next.cursor
     if (next !== undefined && !readingAhead) readAhead.drop(next.key)
-    if (page.split !== undefined) {
-      return yield* servePart(positioned, { page: page.split, next: 0, nextCursor, requestedAt, body })
-    }
-    const events = page.events
+    const served: EventPage =
+      page.split === undefined
+        ? {
+            events: page.events,
+            nextCursor,
+            sizeBytes: body.bytes,
+            readAhead: readingAhead ? ahead : undefined,
+            requestedAt
+          }
+        : yield* servePart(positioned, { page: page.split, next: 0, nextCursor, requestedAt, body })
     yield* Effect.annotateCurrentSpan({
-      "flowcore.event_count": events.length,
-      "flowcore.has_next_cursor": nextCursor !== undefined
+      "flowcore.event_count": served.events.length,
+      "flowcore.has_next_cursor": served.nextCursor !== undefined
     })
-    return {
-      events,
-      nextCursor,
-      sizeBytes: body.bytes,
-      readAhead: readingAhead ? ahead : undefined,
-      requestedAt
-    } satisfies EventPage
+    return served
   })
 
   const fetchPage = (request: PageRequest): Effect.Effect<EventPage, DataSourceError> => {
