@@ -88,6 +88,12 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
     /** The page after the last one was requested ahead for this many events (0: none): wait for room for it. */
     let readAhead = 0
 
+    /** The last bucket that may be read now: the current hour, or the stopAt bucket before it. */
+    const limitAt = (now: number): TimeBucket.TimeBucket => {
+      const currentHour = TimeBucket.fromDate(now)
+      return stopBucket !== undefined && stopBucket < currentHour ? stopBucket : currentHour
+    }
+
     const setLive = (live: boolean) => {
       if (status.live !== live) {
         status.live = live
@@ -103,7 +109,7 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
       status.fetching,
       "Fetching events",
       options.supervisionSchedule,
-      Effect.suspend(() => {
+      Effect.clockWith((clock) => {
         const pageSize = Math.max(1, Math.min(options.maxPageSize, buffer.freeSlots()))
         return dataSource.fetchPage({
           timeBucket: bucket,
@@ -113,11 +119,18 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
           pageSize,
           includeSensitiveData: options.includeSensitiveData,
           readAhead: wholePage,
-          readPageSize: options.readPageSize
+          readPageSize: options.readPageSize,
+          followingBucket: followingBucket(clock.currentTimeMillisUnsafe())
         })
       }),
       { onRetry: () => status.fetchRetries++ }
     )
+
+    /** The bucket read after this one, if this one's hour is over and the next is in the list (see the loop's end). */
+    const followingBucket = (now: number): TimeBucket.TimeBucket | undefined => {
+      if (TimeBucket.endEpochMillis(bucket) + settle > now) return undefined
+      return nextIn(buckets, bucket, limitAt(now))
+    }
 
     const refreshBuckets = supervisedForever(
       status.fetching,
@@ -226,9 +239,7 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
         continue
       }
       setLive(false)
-      const now = yield* Clock.currentTimeMillis
-      const currentHour = TimeBucket.fromDate(now)
-      const limit = stopBucket !== undefined && stopBucket < currentHour ? stopBucket : currentHour
+      const limit = limitAt(yield* Clock.currentTimeMillis)
       let next = nextIn(buckets, bucket, limit)
       if (next === undefined) {
         // Never trust a stale list: buckets created since it was fetched would be skipped.

@@ -45,6 +45,12 @@ export interface PageRequest {
    * server page then costs no more round trips than a large one. Sources without it ignore it.
    */
   readonly readPageSize?: number | undefined
+  /**
+   * The bucket the caller reads next once this one has nothing more, when that is known (the bucket's hour is over):
+   * with `readAhead`, a page that ends this bucket lets the source request that bucket's first page ahead, as it does
+   * the next page of a bucket. Sources without a read-ahead ignore it.
+   */
+  readonly followingBucket?: TimeBucket | undefined
 }
 
 export interface EventPage {

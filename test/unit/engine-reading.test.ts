@@ -10,7 +10,17 @@ import * as TimeBucket from "../../src/domain/TimeBucket.ts"
 import { InMemoryDataSource } from "../../src/layers/dataSource/InMemory.ts"
 import { ManualNotifier } from "../../src/layers/notifier/Manual.ts"
 import * as DataPump from "../../src/pump/DataPump.ts"
-import { advanceUntil, atNow, eventAt, HOUR, idle, NOW, testLayers, wrappingPages } from "./harness.ts"
+import {
+  advanceUntil,
+  atNow,
+  eventAt,
+  HOUR,
+  idle,
+  NOW,
+  recordingFetches,
+  testLayers,
+  wrappingPages
+} from "./harness.ts"
 
 const MINUTE = 60_000
 const at = (iso: string) => Date.parse(iso)
@@ -168,6 +178,43 @@ describe("guarantee 8: complete reading", () => {
           )
         )
       )
+    )
+  })
+
+  it.effect("a page names the bucket read after it once its hour and the settle window are over, not before", () => {
+    // NOW is 14:20 and the settle window 30 minutes: 11:00 is over (12:00 holds nothing); 13:00 is over only at 14:30,
+    // until then its end is the live edge; 14:00 is the live hour.
+    const events = [
+      eventAt(at("2024-03-15T11:10:00Z")),
+      eventAt(at("2024-03-15T13:10:00Z")),
+      eventAt(at("2024-03-15T14:10:00Z"))
+    ]
+    const { fetches, layer } = recordingFetches(
+      testLayers({ events, state: { timeBucket: TimeBucket.make("20240315110000") } })
+    )
+    return atNow(
+      Effect.gen(function* () {
+        const handled: Array<string> = []
+        const pump = yield* DataPump.make({
+          rolloverSettleMs: 30 * MINUTE,
+          processor: { handleEvent: (event) => Effect.sync(() => handled.push(event.eventId)) }
+        })
+        yield* pump.start
+        yield* advanceUntil("the events are handled", () => handled.length === events.length, { stepMs: MINUTE })
+        yield* pump.stop
+        expect(handled).toEqual(events.map((event) => event.eventId))
+        const named = (timeBucket: string, before: number, after = Number.NEGATIVE_INFINITY) =>
+          new Set(
+            fetches
+              .filter((f) => f.request.timeBucket === timeBucket && f.at < before && f.at >= after)
+              .map((f) => f.request.followingBucket)
+          )
+        const settled13 = at("2024-03-15T14:30:00Z")
+        expect(named("20240315110000", Number.POSITIVE_INFINITY)).toEqual(new Set(["20240315130000"]))
+        expect(named("20240315130000", settled13)).toEqual(new Set([undefined]))
+        expect(named("20240315130000", Number.POSITIVE_INFINITY, settled13)).toEqual(new Set(["20240315140000"]))
+        expect(named("20240315140000", Number.POSITIVE_INFINITY)).toEqual(new Set([undefined]))
+      }).pipe(Effect.provide(layer))
     )
   })
 })

@@ -639,6 +639,108 @@ describe("FlowcoreHttp pages read whole, handed out in parts", () => {
   )
 })
 
+describe("FlowcoreHttp read-ahead of the following bucket", () => {
+  const nextBucket = TimeBucket.make("20240315150000")
+  const inBucket = (n: number, hour: TimeBucket.TimeBucket) => ({
+    ...makeEvent("user.created.0", {
+      eventId: TimeUuid.fromDate(new Date(TimeBucket.toEpochMillis(hour) + n * 1000)).toString(),
+      timeBucket: hour
+    }),
+    n
+  })
+  /** Bucket 14:00 holds 3 events (one page), bucket 15:00 holds 30 (one page). */
+  const twoBuckets = () =>
+    recordingServer((req) => {
+      if (req.path !== "/api/v1/events") return flowcoreRoutes(req)
+      const hour = new URLSearchParams(req.query).get("timeBucket")
+      const events =
+        hour === nextBucket
+          ? Array.from({ length: 30 }, (_, n) => inBucket(n, nextBucket))
+          : Array.from({ length: 3 }, (_, n) => inBucket(n, bucket))
+      return { body: { events } }
+    })
+  const eventQueries = (server: RecordingServer) =>
+    server.seen.filter((s) => s.path === "/api/v1/events").map((s) => new URLSearchParams(s.query))
+
+  it.live("a page that ends its bucket requests the following bucket's first page, served in parts from there", () =>
+    Effect.gen(function* () {
+      const server = yield* twoBuckets()
+      const pages = yield* withSource(
+        DataSource.use((ds) =>
+          Effect.gen(function* () {
+            const last = yield* ds.fetchPage({
+              timeBucket: bucket,
+              pageSize: 100,
+              readAhead: 100,
+              readPageSize: 100,
+              followingBucket: nextBucket
+            })
+            // The following bucket's first page is on its way before anyone asks for it.
+            yield* Effect.promise(() => server.arrived(5))
+            const beforeAsking = Date.now()
+            // By now the buffer has room for 20 only: the page read ahead is handed out in parts.
+            const first = yield* ds.fetchPage({
+              timeBucket: nextBucket,
+              pageSize: 20,
+              readAhead: 20,
+              readPageSize: 100
+            })
+            const rest = yield* ds.fetchPage({
+              timeBucket: nextBucket,
+              pageSize: 20,
+              cursor: first.nextCursor,
+              readPageSize: 100
+            })
+            expect(first.requestedAt).toBeLessThanOrEqual(beforeAsking)
+            return [last, first, rest]
+          })
+        ),
+        { connection: connectionFor(server.url, { directMode: true }) }
+      )
+      expect(pages.map((page) => page.events.length)).toEqual([3, 20, 10])
+      expect(pages[2]?.nextCursor).toBeUndefined()
+      expect(pages.slice(1).flatMap((page) => page.events.map((event) => event.n))).toEqual(
+        Array.from({ length: 30 }, (_, n) => n)
+      )
+      // One request per bucket: the second one made ahead, for a whole page.
+      expect(eventQueries(server).map((q) => [q.get("timeBucket"), q.get("pageSize"), q.get("cursor")])).toEqual([
+        [bucket, "100", null],
+        [nextBucket, "100", null]
+      ])
+    })
+  )
+
+  it.live("no following bucket is read ahead without the hint, or while the page has a next cursor", () =>
+    Effect.gen(function* () {
+      const server = yield* recordingServer((req) =>
+        req.path !== "/api/v1/events"
+          ? flowcoreRoutes(req)
+          : new URLSearchParams(req.query).get("cursor") === null
+            ? { body: { events: [makeEvent("user.created.0")], nextCursor: "c2" } }
+            : { body: { events: [] } }
+      )
+      yield* withSource(
+        DataSource.use((ds) =>
+          Effect.gen(function* () {
+            yield* ds.fetchPage({ timeBucket: bucket, pageSize: 10, readAhead: 10, followingBucket: nextBucket })
+            yield* ds.fetchPage({
+              timeBucket: bucket,
+              pageSize: 10,
+              cursor: "c2",
+              readAhead: 0,
+              followingBucket: nextBucket
+            })
+            yield* ds.fetchPage({ timeBucket: bucket, pageSize: 10, cursor: "c2", readAhead: 10 })
+            yield* Effect.sleep("100 millis")
+          })
+        ),
+        { connection: connectionFor(server.url, { directMode: true }) }
+      )
+      expect(eventQueries(server).map((q) => q.get("timeBucket"))).not.toContain(nextBucket)
+    })
+  )
+})
+
 describe("FlowcoreHttp tracing", () => {
   it.live("requests get a client span (and its traceparent) only under a real tracer", () =>
     Effect.gen(function* () {

@@ -148,6 +148,13 @@ const requestKey = (url: string, params: ReadonlyArray<readonly [string, string]
     .map(([name, value]) => `${name}=${encodeURIComponent(value)}`)
     .join("&")}`
 
+/** A page to request ahead: its cursor (none for a bucket's first page), query and read-ahead key. */
+interface Following {
+  readonly cursor: string | undefined
+  readonly params: ReadonlyArray<readonly [string, string]>
+  readonly key: string
+}
+
 /** The page after the one whose raw body is `text` (by its nextCursor), as a request for `ahead` events. */
 const following = (
   url: string,
@@ -156,13 +163,25 @@ const following = (
   text: string,
   cursor: string | undefined,
   ahead: number
-) => {
+): Following | undefined => {
   const hint = cursorHint(text)
   if (hint === undefined || hint === cursor) return undefined
   const params = eventListParams(resolved, request, hint, ahead)
   return { cursor: hint, params, key: requestKey(url, params) }
 }
-type Following = NonNullable<ReturnType<typeof following>>
+
+/** The first page of `bucket`, as the request that reads it after the bucket of `request`, for `ahead` events. */
+const firstPageOf = (
+  url: string,
+  resolved: ResolvedSource,
+  request: PageRequest,
+  bucket: TimeBucket,
+  ahead: number
+): { readonly request: PageRequest; readonly page: Following } => {
+  const next: PageRequest = { ...request, timeBucket: bucket, cursor: undefined, afterEventId: undefined }
+  const params = eventListParams(resolved, next, undefined, ahead)
+  return { request: next, page: { cursor: undefined, params, key: requestKey(url, params) } }
+}
 
 /**
  * Starts a cursor of FlowcoreHttp's own, `PART_CURSOR` + the id of the last event handed out: the rest of a page that
@@ -524,6 +543,12 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
     const nextCursor = page.nextCursor === "" ? undefined : page.nextCursor
     const readingAhead = next !== undefined && nextCursor === next.cursor
     if (next !== undefined && !readingAhead) readAhead.drop(next.key)
+    // The end of a bucket whose hour is over: the caller reads the next bucket from its start, so that page goes out
+    // now, as the next page of a bucket does (and is handed out in parts if the buffer has less room by then).
+    if (nextCursor === undefined && ahead >= 1 && request.followingBucket !== undefined) {
+      const first = firstPageOf(url, resolved, positioned, request.followingBucket, ahead)
+      yield* readAheadFrom(url, resolved, first.request, first.page, ahead)
+    }
     const served: EventPage =
       page.split === undefined
         ? {
