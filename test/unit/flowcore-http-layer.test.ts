@@ -625,6 +625,20 @@ describe("FlowcoreHttp pages read whole, handed out in parts", () => {
     })
   )
 
+  it.live(
+    "a later member written like events does not hide the cursor: the last part reads it from the corrected rest",
+    () =>
+      Effect.gen(function* () {
+        const raw = JSON.stringify({ events: pageOne, nextCursor: "c2", copies: [nth(90), nth(91)] })
+        const server = yield* twoPages(raw)
+        const pages = yield* withSource(readBucket(10), { connection: connectionFor(server.url, { directMode: true }) })
+        expect(pages.flatMap((page) => page.events.map((event) => event.n))).toEqual(
+          [...pageOne, ...pageTwo].map((e) => e.n)
+        )
+        expect(pages.map((page) => page.nextCursor).slice(2)).toEqual(["c2", undefined])
+      })
+  )
+
   it.live("pages no larger than pageSize are decoded whole, as before", () =>
     Effect.gen(function* () {
       const server = yield* twoPages()

@@ -31,7 +31,7 @@ describe("PageSplit", () => {
     const page = splitPage(JSON.stringify(body))
     expect(page).toBeDefined()
     if (page === undefined) return
-    expect(page.rest).toEqual({ events: [], nextCursor: "c2" })
+    expect(page.rest()).toEqual({ events: [], nextCursor: "c2" })
     expect(page.remaining(0)).toBe(10)
     const first = page.take(0, 3)
     expect(first.events).toEqual(body.events.slice(0, 3))
@@ -49,12 +49,12 @@ describe("PageSplit", () => {
       `  ${JSON.stringify(body, null, "\t")}\n`
     ]) {
       const page = splitPage(text)
-      expect(page?.rest).toEqual({ ...body, events: [] })
+      expect(page?.rest()).toEqual({ ...body, events: [] })
       expect(page === undefined ? [] : takeAll(page, [1]).events).toEqual(body.events)
     }
     const empty = splitPage('{"events":[]}')
     expect(empty?.remaining(0)).toBe(0)
-    expect(empty?.rest).toEqual({ events: [] })
+    expect(empty?.rest()).toEqual({ events: [] })
   })
 
   it("an event that holds events in its payload (written like events) still comes out whole, in every part size", () => {
@@ -77,6 +77,20 @@ describe("PageSplit", () => {
     // Parts of 1: each ends at the next event, whatever the guesses were.
     const page = splitPage(text)
     expect(page === undefined ? [] : takeAll(page, [1]).ends).toEqual([1, 2, 3, 4, 5])
+  })
+
+  it("a later member written like events (where a guess runs past the array) is found out, and the rest is corrected", () => {
+    for (const body of [
+      { events: [event(1), event(2)], other: [event(3), event(4)], nextCursor: "c" },
+      { events: [event(1), event(2)], nextCursor: "c", other: [event(3), event(4)] }
+    ]) {
+      for (const size of [1, 2, 5]) {
+        const page = splitPage(JSON.stringify(body))
+        expect(page === undefined ? [] : takeAll(page, [size]).events).toEqual(body.events)
+        // Once every part is out, the rest of the page is exact (its nextCursor included).
+        expect(page?.rest()).toEqual({ ...body, events: [] })
+      }
+    }
   })
 
   it("a body it cannot split is undefined (the caller decodes it whole), and a broken event fails only its part", () => {
@@ -104,7 +118,8 @@ describe("PageSplit", () => {
 
   it("decodedPage hands out an already decoded page in the same parts", () => {
     const events = [1, 2, 3, 4, 5]
-    const page = decodedPage(events)
+    const page = decodedPage({ nextCursor: "c" }, events)
+    expect(page.rest()).toEqual({ nextCursor: "c" })
     expect(takeAll(page, [2]).events).toEqual(events)
     expect(takeAll(page, [2]).ends).toEqual([2, 4, 5])
   })
@@ -126,13 +141,17 @@ describe("PageSplit", () => {
         fc.array(payload, { maxLength: 12 }),
         fc.array(fc.integer({ min: 1, max: 5 }), { minLength: 1, maxLength: 4 }),
         fc.constantFrom(undefined, 2),
-        (payloads, sizes, space) => {
-          const body = { events: payloads.map((p, n) => event(n, p)), nextCursor: "next" }
+        fc.boolean(),
+        (payloads, sizes, space, trailing) => {
+          const events = payloads.map((p, n) => event(n, p))
+          const body = trailing
+            ? { events, nextCursor: "next", also: [event(90), event(91)] }
+            : { events, nextCursor: "next" }
           const page = splitPage(JSON.stringify(body, null, space))
           expect(page).toBeDefined()
           if (page === undefined) return
           expect(takeAll(page, sizes).events).toEqual(JSON.parse(JSON.stringify(body)).events)
-          expect(page.rest).toEqual({ events: [], nextCursor: "next" })
+          expect(page.rest()).toEqual(JSON.parse(JSON.stringify({ ...body, events: [] })))
         }
       ),
       { numRuns: 300 }

@@ -193,8 +193,6 @@ const PART_CURSOR = "\u0001part:"
 interface Part {
   readonly page: SplitPage
   readonly next: number
-  /** The server's cursor after the whole page. */
-  readonly nextCursor: string | undefined
   readonly requestedAt: number | undefined
   readonly body: ResponseBody
 }
@@ -242,6 +240,12 @@ const decodeWhole = (body: ResponseBody): Effect.Effect<WholePage, DataSourceErr
     }))
   )
 
+/** The server's cursor after a page handed out in parts, from the rest of its body (final once every part is out). */
+const cursorAfter = (body: ResponseBody, split: SplitPage): Effect.Effect<string | undefined, DataSourceError> =>
+  Effect.map(decodeJson("EventList", body, split.rest(), EventListPage), (page) =>
+    page.nextCursor === "" ? undefined : page.nextCursor
+  )
+
 /** Finds the events in the raw body without parsing them (PageSplit) and decodes the rest of the page. */
 const decodeInParts = (body: ResponseBody): Effect.Effect<DecodedPage, DataSourceError> =>
   Effect.suspend(() => {
@@ -252,14 +256,13 @@ const decodeInParts = (body: ResponseBody): Effect.Effect<DecodedPage, DataSourc
       return Effect.map(decodeWhole(body), (page) => ({
         nextCursor: page.nextCursor,
         events: undefined,
-        split: decodedPage(page.events)
+        split: decodedPage(
+          page.nextCursor === undefined ? { events: [] } : { events: [], nextCursor: page.nextCursor },
+          page.events
+        )
       }))
     }
-    return Effect.map(decodeJson("EventList", body, split.rest, EventListPage), (page) => ({
-      nextCursor: page.nextCursor,
-      events: undefined,
-      split
-    }))
+    return Effect.map(cursorAfter(body, split), (nextCursor) => ({ nextCursor, events: undefined, split }))
   })
 
 const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
@@ -491,14 +494,18 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
     } catch {
       return Effect.fail(notJson("EventList", part.body))
     }
-    return Effect.map(validateEvents("EventList", taken.events), (events): EventPage => {
+    return Effect.flatMap(validateEvents("EventList", taken.events), (events) => {
       const last = events[events.length - 1]
       if (last === undefined || part.page.remaining(taken.next) === 0) {
-        return { events, nextCursor: part.nextCursor, sizeBytes: taken.length, requestedAt: part.requestedAt }
+        // The last part: read the server's cursor now, as taking the parts may have corrected the page's layout.
+        return Effect.map(
+          cursorAfter(part.body, part.page),
+          (nextCursor): EventPage => ({ events, nextCursor, sizeBytes: taken.length, requestedAt: part.requestedAt })
+        )
       }
       const nextCursor = `${PART_CURSOR}${last.eventId}`
       parts.set(partKey(request, nextCursor), { ...part, next: taken.next })
-      return { events, nextCursor, sizeBytes: taken.length, requestedAt: part.requestedAt }
+      return Effect.succeed<EventPage>({ events, nextCursor, sizeBytes: taken.length, requestedAt: part.requestedAt })
     })
   }
 
@@ -558,7 +565,7 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
             readAhead: readingAhead ? ahead : undefined,
             requestedAt
           }
-        : yield* servePart(positioned, { page: page.split, next: 0, nextCursor, requestedAt, body })
+        : yield* servePart(positioned, { page: page.split, next: 0, requestedAt, body })
     yield* Effect.annotateCurrentSpan({
       "flowcore.event_count": served.events.length,
       "flowcore.has_next_cursor": served.nextCursor !== undefined

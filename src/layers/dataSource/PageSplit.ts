@@ -144,8 +144,11 @@ const layoutOf = (text: string, guess: boolean): Layout | undefined => {
 
 /** A page whose events are parsed a part at a time. */
 export interface SplitPage {
-  /** The body without its events (`"events": []`), parsed: the rest of the page (its `nextCursor`). */
-  readonly rest: unknown
+  /**
+   * The body without its events (`"events": []`), parsed: the rest of the page (its `nextCursor`). Final once every
+   * part has been taken; before that it rests on the guessed layout, which a part that does not parse can correct.
+   */
+  readonly rest: () => unknown
   /** How many events the page holds from `from` on (exact once every part has been taken). */
   readonly remaining: (from: number) => number
   /**
@@ -159,8 +162,8 @@ export interface SplitPage {
 }
 
 /** The same, for a page that had to be decoded whole (a body `splitPage` could not split but JSON.parse could). */
-export const decodedPage = (events: ReadonlyArray<unknown>): SplitPage => ({
-  rest: undefined,
+export const decodedPage = (rest: unknown, events: ReadonlyArray<unknown>): SplitPage => ({
+  rest: () => rest,
   remaining: (from) => Math.max(0, events.length - from),
   take: (from, max) => {
     const part = events.slice(from, from + max)
@@ -173,19 +176,28 @@ export const decodedPage = (events: ReadonlyArray<unknown>): SplitPage => ({
  * or has no events array): the caller then decodes it whole, which names what is wrong.
  */
 export const splitPage = (text: string): SplitPage | undefined => {
-  const layout = layoutOf(text, true) ?? layoutOf(text, false)
+  let layout = layoutOf(text, true) ?? layoutOf(text, false)
   if (layout === undefined) return undefined
   const { starts, ends } = layout
   let exact = false
-  /** Replaces the (guessed) element bounds from `from` on with scanned ones. */
+  /**
+   * Replaces the (guessed) element bounds from `from` on with scanned ones. Where a guess ran past the end of the
+   * events array (into a later member written like events), the array ends elsewhere than guessed: the whole layout,
+   * and with it the rest of the page, is then scanned again.
+   */
   const rescan = (from: number) => {
     const start = starts[from] as number
     starts.length = from
     ends.length = from
-    if (scanElements(text, start, starts, ends, false) !== layout.arrayEnd) {
-      throw new SyntaxError("the events array of the page is not valid JSON")
-    }
     exact = true
+    if (scanElements(text, start, starts, ends, false) === (layout as Layout).arrayEnd) return
+    const scanned = layoutOf(text, false)
+    if (scanned === undefined) throw new SyntaxError("the events array of the page is not valid JSON")
+    layout = scanned
+    starts.length = 0
+    ends.length = 0
+    starts.push(...scanned.starts)
+    ends.push(...scanned.ends)
   }
   const take = (from: number, max: number): ReturnType<SplitPage["take"]> => {
     const to = Math.min(starts.length, from + max)
@@ -205,5 +217,5 @@ export const splitPage = (text: string): SplitPage | undefined => {
     if (events.length !== to - from) rescan(from)
     return { events, next: from + events.length, length: end - start }
   }
-  return { rest: layout.rest, remaining: (from) => Math.max(0, starts.length - from), take }
+  return { rest: () => (layout as Layout).rest, remaining: (from) => Math.max(0, starts.length - from), take }
 }
