@@ -1,7 +1,7 @@
 /**
  * The HTTP face of the emulator on plain node:http (the benchmarks compare against a raw fetch loop on this server,
- * so the hot path is synchronous code with one JSON.stringify per response). Routes: protocol §12, plus admin
- * endpoints under /__emulator/ that need no auth and see no faults.
+ * so the hot path is synchronous code with one JSON.stringify per response). Routes: protocol §12 and the two by-names
+ * reads of §3.7, plus admin endpoints under /__emulator/ that need no auth and see no faults.
  */
 import type { IncomingMessage, ServerResponse } from "node:http"
 import type { Duplex } from "node:stream"
@@ -177,7 +177,25 @@ const DataCoresQuery = Schema.Struct({
 const FlowTypesQuery = Schema.Struct({ dataCoreId: NonEmpty, name: Schema.optionalKey(NonEmpty) })
 const EventTypesQuery = Schema.Struct({ flowTypeId: NonEmpty, name: Schema.optionalKey(NonEmpty) })
 
+/** The body of the by-names reads (protocol §3.7): a flow type's event types by name, the data core by id or name. */
+const ByNames = {
+  tenant: NonEmpty,
+  dataCoreId: NonEmpty,
+  flowType: NonEmpty,
+  eventTypes: Schema.Array(NonEmpty).check(Schema.isMinLength(1))
+}
+const EventsByNamesBody = Schema.Struct({ ...ByNames, timeBucket: TimeBucketSchema })
+const TimeBucketsByNamesBody = Schema.Struct({
+  ...ByNames,
+  cursor: Schema.optionalKey(Schema.Number.check(Schema.isInt(), Schema.isGreaterThanOrEqualTo(0))),
+  pageSize: Schema.optionalKey(Schema.Number.check(Schema.isInt(), Schema.isBetween({ minimum: 1, maximum: 10_000 }))),
+  fromTimeBucket: Schema.optionalKey(TimeBucketSchema),
+  toTimeBucket: Schema.optionalKey(TimeBucketSchema)
+})
+
 const decodeEventsQuery = decodeWith(EventsQuery, "ignore")
+const decodeEventsByNamesBody = decodeWith(EventsByNamesBody, "ignore")
+const decodeTimeBucketsByNamesBody = decodeWith(TimeBucketsByNamesBody, "ignore")
 const decodeTimeBucketsQuery = decodeWith(TimeBucketsQuery, "ignore")
 const decodeDataCoresQuery = decodeWith(DataCoresQuery, "ignore")
 const decodeFlowTypesQuery = decodeWith(FlowTypesQuery, "ignore")
@@ -255,6 +273,67 @@ const timeBucketsRoute = (state: EmulatorState, query: string): Reply => {
   const pageSize = q.pageSize ?? 10_000
   const end = offset + pageSize
   return json(200, { timeBuckets: all.slice(offset, end), nextCursor: end < all.length ? end : undefined })
+}
+
+const badBody = (problems: ReadonlyArray<FieldProblem>): Reply =>
+  failure(400, `Invalid body: ${describeProblems(problems)}`)
+
+/** The ids of the event types a by-names body names, or the 404 that says which name is unknown (inferred). */
+const eventTypeIdsByName = (
+  state: EmulatorState,
+  body: {
+    readonly tenant: string
+    readonly dataCoreId: string
+    readonly flowType: string
+    readonly eventTypes: ReadonlyArray<string>
+  }
+): Array<string> | Reply => {
+  const registry = state.registry
+  const tenant = registry.tenantByName(body.tenant)
+  if (tenant === undefined) return failure(404, `Tenant "${body.tenant}" not found`)
+  const dataCore = registry.dataCoreByIdOrName(tenant.id, body.dataCoreId)
+  if (dataCore === undefined) return failure(404, `Data core ${body.dataCoreId} not found in tenant "${body.tenant}"`)
+  const flowType = registry.flowTypeByName(dataCore.id, body.flowType)
+  if (flowType === undefined) return failure(404, `Flow type "${body.flowType}" not found in data core ${dataCore.id}`)
+  const ids: Array<string> = []
+  for (const name of body.eventTypes) {
+    const eventType = registry.eventTypeByName(flowType.id, name)
+    if (eventType === undefined) return failure(404, `Event type "${name}" not found in flow type "${body.flowType}"`)
+    ids.push(eventType.id)
+  }
+  return ids
+}
+
+const idsQuery = (ids: ReadonlyArray<string>) => ids.map((id) => `eventTypeId=${encodeURIComponent(id)}`).join("&")
+
+/** `POST /api/v1/events`: the event list by names, the page parameters in the query (as `EventsFetchCommand`). */
+const eventsByNamesRoute = (state: EmulatorState, body: unknown, query: string): Reply => {
+  const decoded = decodeEventsByNamesBody(body)
+  if (Result.isFailure(decoded)) return badBody(decoded.failure)
+  const ids = eventTypeIdsByName(state, decoded.success)
+  if (!Array.isArray(ids)) return ids
+  // The body's event types and bucket, then the query's page parameters (eventTypeId and timeBucket are the body's).
+  const page = new URLSearchParams(query)
+  page.delete("eventTypeId")
+  page.delete("timeBucket")
+  const rest = page.toString()
+  return eventsRoute(state, `${idsQuery(ids)}&timeBucket=${decoded.success.timeBucket}${rest === "" ? "" : `&${rest}`}`)
+}
+
+/** `POST /api/v1/time-buckets/by-names`: the bucket list by names, everything in the body. */
+const timeBucketsByNamesRoute = (state: EmulatorState, body: unknown): Reply => {
+  const decoded = decodeTimeBucketsByNamesBody(body)
+  if (Result.isFailure(decoded)) return badBody(decoded.failure)
+  const ids = eventTypeIdsByName(state, decoded.success)
+  if (!Array.isArray(ids)) return ids
+  const { cursor, pageSize, fromTimeBucket, toTimeBucket } = decoded.success
+  const params = new URLSearchParams()
+  if (cursor !== undefined) params.set("cursor", String(cursor))
+  if (pageSize !== undefined) params.set("pageSize", String(pageSize))
+  if (fromTimeBucket !== undefined) params.set("fromTimeBucket", fromTimeBucket)
+  if (toTimeBucket !== undefined) params.set("toTimeBucket", toTimeBucket)
+  const rest = params.toString()
+  return timeBucketsRoute(state, `${idsQuery(ids)}${rest === "" ? "" : `&${rest}`}`)
 }
 
 const instance = (tenant: { readonly dedicatedDomain: string | undefined }) =>
@@ -578,6 +657,12 @@ export const makeHandlers = (ctx: HttpContext): RequestHandlers => {
       }
       if (first === "api" && second === "v1") {
         if (method === "GET") return serveData(req, res, () => dataRoute(ctx.state, rest, query))
+        if (method === "POST" && rest.length === 1 && rest[0] === "events") {
+          return withBody(req, res, (body) => serveData(req, res, () => eventsByNamesRoute(ctx.state, body, query)))
+        }
+        if (method === "POST" && rest.length === 2 && rest[0] === "time-buckets" && rest[1] === "by-names") {
+          return withBody(req, res, (body) => serveData(req, res, () => timeBucketsByNamesRoute(ctx.state, body)))
+        }
         if (method === "POST" && rest.length === 1 && rest[0] === "pump-pulse") {
           return withBody(req, res, (body) =>
             serveData(req, res, () => {

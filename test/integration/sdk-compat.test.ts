@@ -7,6 +7,8 @@ import {
   ClientError,
   DataCoreFetchCommand,
   EventListCommand,
+  EventsFetchCommand,
+  EventsFetchTimeBucketsByNamesCommand,
   EventTypeFetchCommand,
   EventTypeListCommand,
   FlowcoreClient,
@@ -51,6 +53,24 @@ const sdkClient = (baseUrl: string, apiKey = "fc_emulator_secret") =>
   )
 
 const run = <T>(promise: () => Promise<T>) => Effect.promise(promise)
+
+/** Every event of a bucket, page by page through `read` (given the cursor of the page to read), ten pages at most. */
+const readPages = <E>(
+  read: (cursor: {
+    readonly cursor?: string
+  }) => Promise<{ readonly events: ReadonlyArray<E>; readonly nextCursor?: string }>
+) =>
+  Effect.gen(function* () {
+    const events: Array<E> = []
+    let cursor: string | undefined
+    for (let page = 0; page < 10; page++) {
+      const result = yield* run(() => read(cursor === undefined ? {} : { cursor }))
+      events.push(...result.events)
+      cursor = result.nextCursor
+      if (cursor === undefined) break
+    }
+    return events
+  })
 
 describe("@flowcore/sdk 1.79.0 against the emulator", () => {
   it.live("ingests single and batch events with metadata, event time and valid time, and reads them back exactly", () =>
@@ -151,24 +171,17 @@ describe("@flowcore/sdk 1.79.0 against the emulator", () => {
       )).timeBuckets[1]
       expect(rest).toEqual({ timeBuckets: [nowBucket] })
 
-      const read: Array<{ eventId: string }> = []
-      let cursor: string | undefined
-      for (let page = 0; page < 10; page++) {
-        const result = yield* run(() =>
-          client.execute(
-            new EventListCommand({
-              tenant: "acme",
-              eventTypeId: eventTypeIds,
-              timeBucket: "20240301100000",
-              pageSize: 2,
-              ...(cursor === undefined ? {} : { cursor })
-            })
-          )
+      const read = yield* readPages((page) =>
+        client.execute(
+          new EventListCommand({
+            tenant: "acme",
+            eventTypeId: eventTypeIds,
+            timeBucket: "20240301100000",
+            pageSize: 2,
+            ...page
+          })
         )
-        read.push(...result.events)
-        cursor = result.nextCursor
-        if (cursor === undefined) break
-      }
+      )
       const common = { tenant: "acme", dataCoreId, flowType: "order.0", timeBucket: "20240301100000" }
       expect(read).toEqual([
         {
@@ -207,6 +220,57 @@ describe("@flowcore/sdk 1.79.0 against the emulator", () => {
         )
       )
       expect(live.events.map((e) => e.eventId)).toEqual([now.eventId])
+    })
+  )
+
+  it.live("the by-names reads (EventsFetch, EventsFetchTimeBucketsByNames) return what the id-based ones do", () =>
+    Effect.gen(function* () {
+      const emu = yield* make({ config })
+      const client = yield* sdkClient(emu.url)
+      const names = { tenant: "acme", dataCore: "orders", flowType: "order.0" }
+      const at = Date.parse("2024-03-01T10:05:00.000Z")
+      emu.ingestMany(
+        Array.from({ length: 5 }, (_, i) => ({
+          ...names,
+          eventType: i % 2 === 0 ? "order.created.0" : "order.paid.0",
+          payload: { i },
+          eventTime: new Date(at + i * 1000)
+        }))
+      )
+      emu.ingest({ ...names, eventType: "order.paid.0", payload: { late: true }, eventTime: new Date(at + 3_600_000) })
+      const { dataCoreId } = emu.ids("acme", "orders", "order.0")
+      const byNames = {
+        tenant: "acme",
+        dataCoreId,
+        flowType: "order.0",
+        eventTypes: ["order.created.0", "order.paid.0"]
+      }
+
+      const buckets = yield* run(() =>
+        client.execute(new EventsFetchTimeBucketsByNamesCommand({ ...byNames, pageSize: 1 }))
+      )
+      expect(buckets).toEqual({ timeBuckets: ["20240301100000"], nextCursor: 1 })
+      const second = yield* run(() =>
+        client.execute(new EventsFetchTimeBucketsByNamesCommand({ ...byNames, cursor: 1 }))
+      )
+      expect(second).toEqual({ timeBuckets: ["20240301110000"] })
+
+      const read = yield* readPages((page) =>
+        client.execute(new EventsFetchCommand({ ...byNames, timeBucket: "20240301100000", pageSize: 2, ...page }))
+      )
+      expect(read.map((event) => event.payload)).toEqual([0, 1, 2, 3, 4].map((i) => ({ i })))
+
+      const missing = yield* Effect.promise(() =>
+        client
+          .execute(new EventsFetchCommand({ ...byNames, eventTypes: ["order.lost.0"], timeBucket: "20240301100000" }))
+          .then(
+            () => undefined,
+            (error: unknown) => error
+          )
+      )
+      // This command maps no status to an exception of its own: a 404 naming the unknown event type.
+      expect(missing).toBeInstanceOf(ClientError)
+      expect(String((missing as Error).message)).toContain('Event type \\"order.lost.0\\" not found')
     })
   )
 
