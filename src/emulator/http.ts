@@ -158,7 +158,7 @@ const EventsQuery = Schema.Struct({
   fromEventId: Schema.optionalKey(TimeUuidParam),
   afterEventId: Schema.optionalKey(TimeUuidParam),
   toEventId: Schema.optionalKey(TimeUuidParam),
-  order: Schema.optionalKey(Schema.Literal("asc")),
+  order: Schema.optionalKey(Schema.Literals(["asc", "desc"])),
   includeSensitiveData: Schema.optionalKey(Schema.Literals(["true", "false"]))
 })
 const TimeBucketsQuery = Schema.Struct({
@@ -241,10 +241,29 @@ const streamsOf = (state: EmulatorState, eventTypeIds: ReadonlyArray<string>): A
   return streams
 }
 
+/**
+ * `order=desc`: the bucket's newest `pageSize` events, newest first. The SDK documents that "pagination and filters
+ * are not possible" then, so a cursor or an event-id bound is a 400 and no nextCursor is given (inferred).
+ */
+const newestEvents = (state: EmulatorState, q: typeof EventsQuery.Type): Reply => {
+  const positioned = (["cursor", "fromEventId", "afterEventId", "toEventId"] as const).filter((k) => q[k] !== undefined)
+  if (positioned.length > 0) {
+    return failure(
+      400,
+      `Invalid query: ${positioned.join(", ")}: not possible with order=desc (no pagination or filters)`
+    )
+  }
+  const streams = streamsOf(state, q.eventTypeId)
+  const total = streams.reduce((n, stream) => n + stream.eventsIn(q.timeBucket).keys.length, 0)
+  const all = total === 0 ? [] : pageOf(streams, q.timeBucket, undefined, undefined, total).events
+  return json(200, { events: all.slice(-(q.pageSize ?? 1000)).reverse() })
+}
+
 const eventsRoute = (state: EmulatorState, query: string): Reply => {
   const decoded = decodeEventsQuery(queryObject(query))
   if (Result.isFailure(decoded)) return badQuery(decoded.failure)
   const q = decoded.success
+  if (q.order === "desc") return newestEvents(state, q)
   let from: LowerBound | undefined
   if (q.cursor !== undefined) {
     const key = decodeCursor(q.cursor)

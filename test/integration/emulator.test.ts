@@ -578,6 +578,34 @@ describe("emulator: events", () => {
     })
   )
 
+  it.live("order=desc gives a bucket's newest events first, pageSize of them, without a cursor or filters", () =>
+    Effect.gen(function* () {
+      const emu = yield* make(withConfig())
+      const ingested = Array.from({ length: 5 }, (_, i) =>
+        ingestAt(emu, i % 2 === 0 ? "order.created.0" : "order.paid.0", new Date(HOUR + i * 1000), { i })
+      )
+      const both = [eventTypeId(emu, "order.created.0"), eventTypeId(emu, "order.paid.0")]
+      const newest = yield* get(eventsUrl(emu, both, { timeBucket: BUCKET, order: "desc", pageSize: 3 }))
+      expect(newest.status).toBe(200)
+      expect(newest.body).toEqual({
+        events: [4, 3, 2].map((i) => expect.objectContaining({ eventId: ingested[i], payload: { i } }))
+      })
+      const all = (yield* get(eventsUrl(emu, both, { timeBucket: BUCKET, order: "desc" }))).body as EventsPage
+      expect(all.events.map((event) => event.eventId)).toEqual([...ingested].reverse())
+      for (const field of ["cursor", "afterEventId"]) {
+        const refused = yield* get(
+          eventsUrl(emu, both, {
+            timeBucket: BUCKET,
+            order: "desc",
+            [field]: field === "cursor" ? "x" : (ingested[0] as string)
+          })
+        )
+        expect(refused.status).toBe(400)
+        expect((refused.body as { message: string }).message).toContain(field)
+      }
+    })
+  )
+
   it.live("seeds 50,000 events with ingestMany and serves them in pages of 1000", () =>
     Effect.gen(function* () {
       const emu = yield* make(withConfig())
