@@ -220,7 +220,7 @@ const recordDuration = <R>(
 interface SpanInfo {
   readonly name: string
   readonly events: ReadonlyArray<FlowcoreEvent>
-  readonly attributes: () => Record<string, unknown>
+  readonly attributes: Record<string, unknown>
 }
 
 /**
@@ -242,7 +242,7 @@ const exitOf = <R>(
     if (instrumentation.tracing) {
       const { name, events, attributes } = span()
       // Flattened inside the span, so that the span sees the handler's failure (or the timeout) as its own.
-      run = Effect.exit(handlerSpan(Effect.flatten(within), name, events, attributes()))
+      run = Effect.exit(handlerSpan(Effect.flatten(within), name, events, attributes))
     }
     return Effect.map(run, (exit) => {
       recordDuration(deps, clock, started, exit)
@@ -295,13 +295,13 @@ const runEventWorkers = <R>(
       () => ({
         name: "DataPump.handleEvent",
         events: [event],
-        attributes: () => ({
+        attributes: {
           "flowcore.event_type": event.eventType,
           "flowcore.event_id": event.eventId,
           "flowcore.time_bucket": event.timeBucket,
           "flowcore.event_count": 1,
           "flowcore.delivery": attempt
-        })
+        }
       }),
       processor.handleEvent(event, { attempt }),
       (exit) => {
@@ -424,12 +424,12 @@ const runBatches = <R>(
         const spanFor = (deliveryCount: number) => (): SpanInfo => ({
           name: "DataPump.handleBatch",
           events,
-          attributes: () => ({
+          attributes: {
             "flowcore.event_types": [...new Set(events.map((event) => event.eventType))],
             "flowcore.event_count": events.length,
             "flowcore.time_bucket": events[0]?.timeBucket ?? "",
             "flowcore.delivery": deliveryCount
-          })
+          }
         })
         const handle = processor.handler(events)
         if (processor.sequential !== true) {

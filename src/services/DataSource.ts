@@ -66,8 +66,8 @@ export interface EventPage {
   /** The page after this one (`nextCursor`) has been requested ahead for at most this many events. */
   readonly readAhead?: number | undefined
   /**
-   * When this page was requested (epoch ms), if that was before the call that returned it (a read-ahead): the page
-   * shows the bucket as it was then.
+   * When this page was requested (epoch ms), given when that may be before the call that returned it (a read-ahead,
+   * or a part of a page read whole): the page shows the bucket as it was then.
    */
   readonly requestedAt?: number | undefined
 }

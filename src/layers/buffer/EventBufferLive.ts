@@ -143,6 +143,7 @@ export const makeBuffer = (
     const openSignal = new Signal()
     const spaceWaiters = new SpaceWaiters()
     const watermarkSignal = new Signal()
+    /** The scheduler of the fiber that made the buffer: wake-ups deferred to the next scheduler turn go through it. */
     const dispatcher = yield* Effect.withFiber((fiber) => Effect.succeed(fiber.currentDispatcher))
     let watermarkWakeScheduled = false
     const wakeWatermarkWaiters = () => {
@@ -237,8 +238,8 @@ export const makeBuffer = (
     }
 
     const offer = (events: ReadonlyArray<FlowcoreEvent>, sizeBytes: number | undefined) =>
-      Effect.withFiber((fiber) => {
-        if (events.length === 0) return Effect.void
+      Effect.sync(() => {
+        if (events.length === 0) return
         const perEvent = sizeBytes === undefined ? 0 : Math.round(sizeBytes / events.length)
         for (const event of events) {
           if (byId.has(event.eventId)) continue
@@ -252,8 +253,7 @@ export const makeBuffer = (
         }
         // A waiting worker resumes inline when woken, and would handle the page before the fetcher could ask for the
         // next one: waking the workers on the next scheduler turn lets that request go out first.
-        fiber.currentDispatcher.scheduleTask(openSignal.wakeAll, 0)
-        return Effect.void
+        dispatcher.scheduleTask(openSignal.wakeAll, 0)
       })
 
     const takeOpen = (): Entry | undefined => {

@@ -176,8 +176,9 @@ export const decodedPage = (rest: unknown, events: ReadonlyArray<unknown>): Spli
  * or has no events array): the caller then decodes it whole, which names what is wrong.
  */
 export const splitPage = (text: string): SplitPage | undefined => {
-  let layout = layoutOf(text, true) ?? layoutOf(text, false)
-  if (layout === undefined) return undefined
+  const found = layoutOf(text, true) ?? layoutOf(text, false)
+  if (found === undefined) return undefined
+  let layout: Layout = found
   const { starts, ends } = layout
   let exact = false
   /**
@@ -190,7 +191,7 @@ export const splitPage = (text: string): SplitPage | undefined => {
     starts.length = from
     ends.length = from
     exact = true
-    if (scanElements(text, start, starts, ends, false) === (layout as Layout).arrayEnd) return
+    if (scanElements(text, start, starts, ends, false) === layout.arrayEnd) return
     const scanned = layoutOf(text, false)
     if (scanned === undefined) throw new SyntaxError("the events array of the page is not valid JSON")
     layout = scanned
@@ -217,5 +218,5 @@ export const splitPage = (text: string): SplitPage | undefined => {
     if (events.length !== to - from) rescan(from)
     return { events, next: from + events.length, length: end - start }
   }
-  return { rest: () => (layout as Layout).rest, remaining: (from) => Math.max(0, starts.length - from), take }
+  return { rest: () => layout.rest, remaining: (from) => Math.max(0, starts.length - from), take }
 }
