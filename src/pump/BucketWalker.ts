@@ -5,7 +5,7 @@
  * keeps reading an hour until `rolloverSettleMs` after it ended (late events), and with a future `stopAt` keeps
  * following live events until that instant has passed.
  */
-import { Clock, Duration, Effect } from "effect"
+import { Clock, Duration, Effect, Tracer } from "effect"
 import * as TimeBucket from "../domain/TimeBucket.ts"
 import { TimeUuid } from "../domain/TimeUuid.ts"
 import type { DataSource, EventPage } from "../services/DataSource.ts"
@@ -74,6 +74,9 @@ export const startPosition = (
 export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
   Effect.gen(function* () {
     const { buffer, dataSource, metrics, notifier, options, status } = deps
+    const clock = yield* Clock.Clock
+    // Read once: under Effect's default tracer a page's span and its annotations would go nowhere.
+    const tracing = (yield* Tracer.Tracer) !== Tracer.nativeTracer
     const stopAt = options.stopAt
     const stopBucket = stopAt === undefined ? undefined : TimeBucket.fromDate(stopAt)
     const toEventId = stopAt === undefined ? undefined : TimeUuid.max(new Date(stopAt)).toString()
@@ -85,13 +88,28 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
     let cursor: string | undefined
     /** The largest page this buffer can take (the resolved maxPageSize is never above bufferSize). */
     const wholePage = options.maxPageSize
-    /** The page after the last one was requested ahead for this many events (0: none): wait for room for it. */
+    /** The page after the last one was requested ahead (or is held by the source) for this many events (0: none): wait for room for it. */
     let readAhead = 0
+
+    // The current hour's bucket and the end of the bucket being read, kept between pages: both are needed for every
+    // page (see followingBucket), and formatting or parsing a bucket costs more than the rest of the page's bookkeeping.
+    let hourBucket: TimeBucket.TimeBucket | undefined
+    let hourStart = Number.POSITIVE_INFINITY
+    let hourEnd = Number.NEGATIVE_INFINITY
+    let endOf: { readonly bucket: TimeBucket.TimeBucket; readonly end: number } | undefined
+    const bucketEnd = (of: TimeBucket.TimeBucket): number => {
+      if (endOf?.bucket !== of) endOf = { bucket: of, end: TimeBucket.endEpochMillis(of) }
+      return endOf.end
+    }
 
     /** The last bucket that may be read now: the current hour, or the stopAt bucket before it. */
     const limitAt = (now: number): TimeBucket.TimeBucket => {
-      const currentHour = TimeBucket.fromDate(now)
-      return stopBucket !== undefined && stopBucket < currentHour ? stopBucket : currentHour
+      if (hourBucket === undefined || now < hourStart || now >= hourEnd) {
+        hourBucket = TimeBucket.fromDate(now)
+        hourStart = TimeBucket.toEpochMillis(hourBucket)
+        hourEnd = TimeBucket.endEpochMillis(hourBucket)
+      }
+      return stopBucket !== undefined && stopBucket < hourBucket ? stopBucket : hourBucket
     }
 
     const setLive = (live: boolean) => {
@@ -109,7 +127,7 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
       status.fetching,
       "Fetching events",
       options.supervisionSchedule,
-      Effect.clockWith((clock) => {
+      Effect.suspend(() => {
         const pageSize = Math.max(1, Math.min(options.maxPageSize, buffer.freeSlots()))
         return dataSource.fetchPage({
           timeBucket: bucket,
@@ -128,7 +146,7 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
 
     /** The bucket read after this one, if this one's hour is over and the next is in the list (see the loop's end). */
     const followingBucket = (now: number): TimeBucket.TimeBucket | undefined => {
-      if (TimeBucket.endEpochMillis(bucket) + settle > now) return undefined
+      if (bucketEnd(bucket) + settle > now) return undefined
       return nextIn(buckets, bucket, limitAt(now))
     }
 
@@ -170,7 +188,7 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
       if (readAhead > 0) return yield* buffer.awaitSpace(readAhead)
       yield* buffer.awaitSpace(options.refillFreeSlots)
       if (buffer.freeSlots() >= wholePage) return
-      if (!partPagePays(yield* Clock.currentTimeNanos)) yield* buffer.awaitSpace(wholePage)
+      if (!partPagePays(clock.currentTimeNanosUnsafe())) yield* buffer.awaitSpace(wholePage)
     })
 
     if (stopBucket !== undefined && bucket > stopBucket) return
@@ -178,24 +196,26 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
     for (;;) {
       yield* awaitRoom
       status.fetchBucket = bucket
-      const fetchStartedAt = yield* Clock.currentTimeMillis
-      const fetchStartedNanos = yield* Clock.currentTimeNanos
-      const page: EventPage = yield* fetchPage.pipe(
-        Effect.tap((fetched) =>
-          Effect.annotateCurrentSpan({
-            "flowcore.event_count": fetched.events.length,
-            "flowcore.has_next_cursor": fetched.nextCursor !== undefined,
-            // The walker only knows the flow type from the events it reads (the source's own span always has it).
-            ...(fetched.events[0] === undefined ? {} : { "flowcore.flow_type": fetched.events[0].flowType })
-          })
-        ),
-        traced("DataPump.fetchPage", { "flowcore.time_bucket": bucket })
-      )
-      const fetchedAt = yield* Clock.currentTimeMillis
+      const fetchStartedAt = clock.currentTimeMillisUnsafe()
+      const fetchStartedNanos = clock.currentTimeNanosUnsafe()
+      const page: EventPage = yield* tracing
+        ? fetchPage.pipe(
+            Effect.tap((fetched) =>
+              Effect.annotateCurrentSpan({
+                "flowcore.event_count": fetched.events.length,
+                "flowcore.has_next_cursor": fetched.nextCursor !== undefined,
+                // The walker only knows the flow type from the events it reads (the source's own span always has it).
+                ...(fetched.events[0] === undefined ? {} : { "flowcore.flow_type": fetched.events[0].flowType })
+              })
+            ),
+            traced("DataPump.fetchPage", { "flowcore.time_bucket": bucket })
+          )
+        : fetchPage
+      const fetchedAt = clock.currentTimeMillisUnsafe()
       metrics.fetchDuration((fetchedAt - fetchStartedAt) / 1000)
       const count = page.events.length
       if (count > 0) {
-        offeredAt = yield* Clock.currentTimeNanos
+        offeredAt = clock.currentTimeNanosUnsafe()
         lastFetchNanos = offeredAt - fetchStartedNanos
         settledAtOffer = buffer.snapshot().settled
         yield* buffer.offer(page.events, page.sizeBytes)
@@ -208,9 +228,9 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
           const perEvent = page.sizeBytes === undefined ? 0 : Math.round(page.sizeBytes / count)
           for (const event of page.events) metrics.pulled(event.eventType, 1, perEvent)
           status.pulled += count
-          const lastParsed = TimeUuid.parse(last.eventId)
-          if (lastParsed instanceof TimeUuid) {
-            status.lagSeconds = Math.max(0, (fetchedAt - lastParsed.getDate().getTime()) / 1000)
+          const lastAt = TimeUuid.epochMillisOf(last.eventId)
+          if (lastAt !== undefined) {
+            status.lagSeconds = Math.max(0, (fetchedAt - lastAt) / 1000)
             metrics.lag(status.lagSeconds)
           }
         }
@@ -231,15 +251,15 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
         yield* waitLive(stopAt + settle)
         continue
       }
-      const bucketEnd = TimeBucket.endEpochMillis(bucket)
-      if (readAt < bucketEnd + settle) {
+      const end = bucketEnd(bucket)
+      if (readAt < end + settle) {
         // The bucket's hour is still open (or only just ended): this is the live edge.
         setLive(true)
-        yield* waitLive(bucketEnd + settle)
+        yield* waitLive(end + settle)
         continue
       }
       setLive(false)
-      const limit = limitAt(yield* Clock.currentTimeMillis)
+      const limit = limitAt(clock.currentTimeMillisUnsafe())
       let next = nextIn(buckets, bucket, limit)
       if (next === undefined) {
         // Never trust a stale list: buckets created since it was fetched would be skipped.

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
+import fc from "fast-check"
 import { v1 } from "uuid"
 import { InvalidTimeUuid } from "../../src/domain/errors.ts"
 import { compare, sortKey, TimeUuid } from "../../src/domain/TimeUuid.ts"
@@ -62,6 +63,23 @@ describe("TimeUuid", () => {
   it("getDate truncates to the millisecond", () => {
     const id = TimeUuid.fromDate(new Date("2024-03-15T14:05:06.789Z"), 1234)
     expect(id.getDate().toISOString()).toBe("2024-03-15T14:05:06.789Z")
+  })
+
+  it("epochMillisOf reads the same instant as getDate, for any date and tick, and nothing from other strings", () => {
+    fc.assert(
+      fc.property(
+        // 1582-10-15 (the start of the clock) .. the 60-bit clock's end, in the year 5236.
+        fc.integer({ min: -12_219_292_800_000, max: 103_072_857_660_000 }),
+        fc.integer({ min: 0, max: 9_999 }),
+        (ms, ticks) => {
+          const id = TimeUuid.fromDate(new Date(ms), ticks, randomBytes(6), randomBytes(2))
+          expect(TimeUuid.epochMillisOf(id.toString())).toBe(id.getDate().getTime())
+          expect(TimeUuid.epochMillisOf(id.toString().toUpperCase())).toBe(ms)
+        }
+      )
+    )
+    expect(TimeUuid.epochMillisOf("not-a-uuid")).toBeUndefined()
+    expect(TimeUuid.epochMillisOf("9b2f7c0e-3c1a-4f7e-9a55-6b8e2d9c1f00")).toBeUndefined()
   })
 
   it("rejects non-UUIDs and non-version-1 UUIDs with a clear error", () => {
