@@ -63,7 +63,10 @@ export interface EventPage {
    * re-serialising events.
    */
   readonly sizeBytes?: number | undefined
-  /** The page after this one (`nextCursor`) has been requested ahead for at most this many events. */
+  /**
+   * The page after this one (`nextCursor`) has been requested ahead, or is held already (the next part of a page
+   * read whole), for at most this many events: the caller waits for room for it rather than asking for less.
+   */
   readonly readAhead?: number | undefined
   /**
    * When this page was requested (epoch ms), given when that may be before the call that returned it (a read-ahead,

@@ -552,6 +552,9 @@ describe("FlowcoreHttp pages read whole, handed out in parts", () => {
       // Parts continue with cursors of the layer's own; the last part of a page continues with the server's cursor.
       expect(pages[0]?.nextCursor).not.toBe("c2")
       expect(pages.map((page) => page.nextCursor).slice(2)).toEqual(["c2", undefined])
+      // Each part says the next one is held (room for a whole one is worth waiting for), the last part of page one
+      // that the server's next page was requested ahead, for a page of 100.
+      expect(pages.map((page) => page.readAhead)).toEqual([10, 5, 100, undefined])
       // Each server page once, for 100 events: the second one read ahead.
       expect(eventQueries(server).map((q) => [q.get("cursor"), q.get("pageSize")])).toEqual([
         [null, "100"],

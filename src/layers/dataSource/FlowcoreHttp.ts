@@ -195,6 +195,8 @@ interface Part {
   readonly next: number
   readonly requestedAt: number | undefined
   readonly body: ResponseBody
+  /** The server's page after this one was requested ahead for this many events (undefined: it was not). */
+  readonly serverReadAhead: number | undefined
 }
 
 /** What a part stands for: its position, and what else the request asks for (this layer's event types are fixed). */
@@ -500,12 +502,27 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
         // The last part: read the server's cursor now, as taking the parts may have corrected the page's layout.
         return Effect.map(
           cursorAfter(part.body, part.page),
-          (nextCursor): EventPage => ({ events, nextCursor, sizeBytes: taken.length, requestedAt: part.requestedAt })
+          (nextCursor): EventPage => ({
+            events,
+            nextCursor,
+            sizeBytes: taken.length,
+            readAhead: nextCursor === undefined ? undefined : part.serverReadAhead,
+            requestedAt: part.requestedAt
+          })
         )
       }
       const nextCursor = `${PART_CURSOR}${last.eventId}`
       parts.set(partKey(request, nextCursor), { ...part, next: taken.next })
-      return Effect.succeed<EventPage>({ events, nextCursor, sizeBytes: taken.length, requestedAt: part.requestedAt })
+      return Effect.succeed<EventPage>({
+        events,
+        nextCursor,
+        sizeBytes: taken.length,
+        // The next part is already here: like a page read ahead, it is worth waiting for room for (a smaller one
+        // would cost a call of its own and save no round trip).
+        readAhead:
+          request.readAhead === undefined ? undefined : Math.min(request.readAhead, part.page.remaining(taken.next)),
+        requestedAt: part.requestedAt
+      })
     })
   }
 
@@ -565,7 +582,13 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
             readAhead: readingAhead ? ahead : undefined,
             requestedAt
           }
-        : yield* servePart(positioned, { page: page.split, next: 0, requestedAt, body })
+        : yield* servePart(positioned, {
+            page: page.split,
+            next: 0,
+            requestedAt,
+            body,
+            serverReadAhead: readingAhead ? ahead : undefined
+          })
     yield* Effect.annotateCurrentSpan({
       "flowcore.event_count": served.events.length,
       "flowcore.has_next_cursor": served.nextCursor !== undefined
