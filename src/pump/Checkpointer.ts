@@ -118,11 +118,14 @@ export const makeCheckpointer = (deps: CheckpointerDeps): Checkpointer => {
     Effect.gen(function* () {
       // Also returns, with no new watermark, when the fetcher starts waiting for a save (untilDue sees it). The
       // buffer wakes this fiber on the scheduler turn after the acknowledgements, so that fast handlers cost one save
-      // per turn instead of one per event.
+      // per turn instead of one per event, or at once when that save frees the room the fetcher waits for.
       yield* buffer.awaitWatermark(savedVersion)
       yield* untilDue
       yield* saveWatermark
-    })
+    }),
+    // Straight back to waiting: a yield here would leave the fiber off the watermark's waiters for a turn, and an
+    // immediate wake would find nobody to run. Every iteration waits for a new watermark (or a wanted save) first.
+    { disableYield: true }
   )
 
   return { save, loop, flush: saveWatermark }

@@ -223,6 +223,9 @@ interface SpanInfo {
   readonly attributes: Record<string, unknown>
 }
 
+/** What stands for a span where none is made (no real tracer): the calls below only read it under one. */
+const noSpan = (): SpanInfo => ({ name: "", events: [], attributes: {} })
+
 /**
  * Runs a handler to its Exit in a fiber of its own, with its deadline and, under a real tracer, its span; measured,
  * and never fails. The span covers the deadline so that a timed-out handler ends it with outcome "timeout", not as a
@@ -292,17 +295,19 @@ const runEventWorkers = <R>(
       deps,
       instrumentation,
       call,
-      () => ({
-        name: "DataPump.handleEvent",
-        events: [event],
-        attributes: {
-          "flowcore.event_type": event.eventType,
-          "flowcore.event_id": event.eventId,
-          "flowcore.time_bucket": event.timeBucket,
-          "flowcore.event_count": 1,
-          "flowcore.delivery": attempt
-        }
-      }),
+      instrumentation.tracing
+        ? () => ({
+            name: "DataPump.handleEvent",
+            events: [event],
+            attributes: {
+              "flowcore.event_type": event.eventType,
+              "flowcore.event_id": event.eventId,
+              "flowcore.time_bucket": event.timeBucket,
+              "flowcore.event_count": 1,
+              "flowcore.delivery": attempt
+            }
+          })
+        : noSpan,
       processor.handleEvent(event, { attempt }),
       (exit) => {
         const succeeded = Exit.isSuccess(exit)
@@ -433,7 +438,8 @@ const runBatches = <R>(
         })
         const handle = processor.handler(events)
         if (processor.sequential !== true) {
-          yield* timed(deps, instrumentation, call, spanFor(firstDelivery), handle, (exit) => {
+          const span = instrumentation.tracing ? spanFor(firstDelivery) : noSpan
+          yield* timed(deps, instrumentation, call, span, handle, (exit) => {
             if (Exit.isSuccess(exit)) buffer.acknowledge(ids, deliveryId)
             else buffer.fail(ids, deliveryId, exit.cause)
             return Effect.void

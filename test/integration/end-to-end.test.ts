@@ -43,6 +43,9 @@ afterAll(async () => {
 const readAll = (bufferSize = 1000) =>
   Effect.gen(function* () {
     const seen: Array<string> = []
+    /** The most events the buffer held, as every handler call sees it (its own batch included). */
+    let deepest = 0
+    let depth: Effect.Effect<number> = Effect.succeed(0)
     const controller = yield* DataPump.make({
       bufferSize,
       stopAt: new Date(first + 5 * HOUR + 1),
@@ -51,23 +54,14 @@ const readAll = (bufferSize = 1000) =>
       processor: {
         concurrency: 100,
         handler: (events: ReadonlyArray<FlowcoreEvent>) =>
-          Effect.sync(() => {
+          Effect.map(depth, (held) => {
+            deepest = Math.max(deepest, held)
             for (const event of events) seen.push(event.eventId)
           })
       }
     })
-    let deepest = 0
+    depth = Effect.map(controller.snapshot, (snapshot) => snapshot.buffer.depth)
     yield* controller.start
-    yield* controller.snapshot.pipe(
-      Effect.tap((snapshot) =>
-        Effect.sync(() => {
-          deepest = Math.max(deepest, snapshot.buffer.depth)
-        })
-      ),
-      Effect.andThen(Effect.sleep("2 millis")),
-      Effect.forever,
-      Effect.forkScoped
-    )
     yield* controller.awaitStopped
     return { seen, deepest, snapshot: yield* controller.snapshot }
   }).pipe(

@@ -169,6 +169,15 @@ export const makeBuffer = (
     let reservedCount = 0
     let bytes = 0
     let watermark: PumpState | undefined = config.initialWatermark
+    /** The last event of the settled prefix when the watermark moved since it was last read (made when read). */
+    let watermarkEvent: FlowcoreEvent | undefined
+    const currentWatermark = (): PumpState | undefined => {
+      if (watermarkEvent !== undefined) {
+        watermark = { timeBucket: watermarkEvent.timeBucket as TimeBucket, eventId: watermarkEvent.eventId }
+        watermarkEvent = undefined
+      }
+      return watermark
+    }
     let watermarkVersion = 0
     let acknowledged = 0
     let failed = 0
@@ -181,17 +190,16 @@ export const makeBuffer = (
     const releaseOnSettle = config.releaseOn === "settle"
     let prunedTotal = 0
     let savedPruned = 0
-    const prunedAtVersion = new Deque<readonly [version: number, prunedTotal: number]>()
+    /** `prunedTotal` as of each watermark version not yet confirmed saved, oldest first (the newest is the current). */
+    const prunedAtVersion = new Deque<number>()
+    const versionAtHead = () => watermarkVersion - prunedAtVersion.length + 1
     const unsaved = () => prunedTotal - savedPruned
     const held = () => entries.length + unsaved()
     const freeSlots = () => Math.max(0, config.capacity - held())
 
     const confirmSaved = (version: number) => {
       let covered: number | undefined
-      for (let next = prunedAtVersion.peek(); next !== undefined && next[0] <= version; next = prunedAtVersion.peek()) {
-        covered = next[1]
-        prunedAtVersion.shift()
-      }
+      while (prunedAtVersion.length > 0 && versionAtHead() <= version) covered = prunedAtVersion.shift()
       if (covered === undefined || covered <= savedPruned) return
       savedPruned = covered
       spaceWaiters.wake(freeSlots())
@@ -209,12 +217,15 @@ export const makeBuffer = (
         head = entries.peek()
       }
       if (last === undefined) return
-      watermark = { timeBucket: last.event.timeBucket as TimeBucket, eventId: last.event.eventId }
+      watermarkEvent = last.event
       watermarkVersion++
       prunedTotal += pruned
       if (releaseOnSettle) savedPruned = prunedTotal
-      else prunedAtVersion.push([watermarkVersion, prunedTotal])
-      wakeWatermarkWaitersSoon()
+      else prunedAtVersion.push(prunedTotal)
+      // Everything is settled and the fetcher waits for room: the save that frees it is due now, not on the next
+      // turn. The checkpointer runs, then the fetcher, and the next page is in before this worker looks for more.
+      if (entries.length === 0 && spaceWaiters.waiters.length > 0 && !releaseOnSettle) watermarkSignal.wakeAll()
+      else wakeWatermarkWaitersSoon()
       spaceWaiters.wake(freeSlots())
       if (saveWantedSignal.waiters.length > 0 && fetcherWaitsForSave()) saveWantedSignal.wakeAll()
       if (entries.length === 0) emptySignal.wakeAll()
@@ -296,7 +307,8 @@ export const makeBuffer = (
       }
       reservedCount--
       metrics.reserved(entry.event.eventType, -1)
-      const expiry = expiries.get(entry.deliveryId)
+      // Pull-mode deliveries only: push mode never has expiries, and this runs once per event.
+      const expiry = expiries.size === 0 ? undefined : expiries.get(entry.deliveryId)
       if (expiry !== undefined && --expiry.unsettled === 0) {
         // Nothing of that delivery is reserved any more: its timer would only wake up to do nothing.
         expiries.delete(entry.deliveryId)
@@ -474,7 +486,7 @@ export const makeBuffer = (
       failed,
       redelivered,
       ignoredAcks,
-      watermark,
+      watermark: currentWatermark(),
       watermarkVersion,
       settled: settledTotal
     })
