@@ -66,6 +66,9 @@ interface Watch {
   timedOut: boolean
 }
 
+/** What is done with a handler call's Exit; it is given back the call's start, so it needs no closure per call. */
+type Settle<R> = (exit: Exit.Exit<void, unknown>, startedAt: number) => Effect.Effect<void, never, R>
+
 /**
  * Runs a handler (which starts at `startedAt`) within its deadline and passes its Exit (a `TimeoutError` past the
  * deadline) to `settle`.
@@ -73,7 +76,7 @@ interface Watch {
 type Call<R> = (
   handler: Effect.Effect<void, unknown, R>,
   startedAt: number,
-  settle: (exit: Exit.Exit<void, unknown>) => Effect.Effect<void, never, R>
+  settle: Settle<R>
 ) => Effect.Effect<void, never, R>
 
 /**
@@ -143,12 +146,13 @@ const makeDeadlines = (clock: Clock.Clock, timeoutMs: number) => {
       for (;;) {
         const watch: Watch = { fiber: undefined, deadline: 0, busy: false, timedOut: false }
         /** What to do with the running call's Exit: the respawner does it when the call timed out. */
-        let settling: (exit: Exit.Exit<void, unknown>) => Effect.Effect<void, never, R> = () => Effect.void
+        let settling: Settle<R> = () => Effect.void
+        let callStartedAt = 0
         const settled = (exit: Exit.Exit<void, unknown>) => {
           // Timed out: this fiber is being interrupted, and the respawner settles the call.
           if (watch.timedOut) return Effect.interrupt
           watch.busy = false
-          return settling(exit)
+          return settling(exit, callStartedAt)
         }
         const outcomes = {
           // One parameter, as matchCauseEffect otherwise wraps the callback in a closure on every call.
@@ -158,6 +162,7 @@ const makeDeadlines = (clock: Clock.Clock, timeoutMs: number) => {
         // Made where it runs (in the worker's fiber), so the watch is armed from here.
         const call: Call<R> = (handler, startedAt, settle) => {
           watch.deadline = startedAt + timeoutMs
+          callStartedAt = startedAt
           settling = settle
           watch.busy = true
           return Effect.matchCauseEffect(handler, outcomes)
@@ -177,7 +182,7 @@ const makeDeadlines = (clock: Clock.Clock, timeoutMs: number) => {
         )
         // Only a running call can time out: `settling` is that call's.
         if (!watch.timedOut) return yield* exit
-        yield* settling(timedOut())
+        yield* settling(timedOut(), callStartedAt)
       }
     })
 
@@ -254,24 +259,24 @@ const exitOf = <R>(
   })
 
 /**
- * A worker's handler call, measured, then settled: inline in the worker through `call` (see makeDeadlines), or in a
- * fiber of its own under a real tracer. Made where it runs: it reads the clock.
+ * A worker's handler calls, measured, then settled by `settle`: inline in the worker through `call` (see
+ * makeDeadlines), or in a fiber of their own under a real tracer. Made once per worker, so that a call makes no
+ * closures of its own: `settle` reads the worker's call in hand. Each call reads the clock where it runs.
  */
-const timed = <R>(
+const measuredCalls = <R>(
   deps: ProcessorDeps<R>,
   instrumentation: Instrumentation,
   call: Call<R>,
-  span: () => SpanInfo,
-  handler: Effect.Effect<void, unknown, R>,
   settle: (exit: Exit.Exit<void, unknown>) => Effect.Effect<void, never, R>
-): Effect.Effect<void, never, R> => {
-  if (instrumentation.tracing) return Effect.flatMap(exitOf(deps, instrumentation, span, handler), settle)
+): ((span: () => SpanInfo, handler: Effect.Effect<void, unknown, R>) => Effect.Effect<void, never, R>) => {
   const { clock } = instrumentation
-  const started = clock.currentTimeMillisUnsafe()
-  return call(handler, started, (exit) => {
-    recordDuration(deps, clock, started, exit)
+  const measured: Settle<R> = (exit, startedAt) => {
+    recordDuration(deps, clock, startedAt, exit)
     return settle(exit)
-  })
+  }
+  return instrumentation.tracing
+    ? (span, handler) => Effect.flatMap(exitOf(deps, instrumentation, span, handler), settle)
+    : (_, handler) => call(handler, clock.currentTimeMillisUnsafe(), measured)
 }
 
 const eventIdOf = (event: FlowcoreEvent) => event.eventId
@@ -283,51 +288,55 @@ const runEventWorkers = <R>(
 ): Effect.Effect<void, never, R> => {
   const { buffer, options } = deps
   const { deadlines } = instrumentation
-  /** Handles one event through `call`, settles it, then runs `after` with whether it succeeded. */
-  const handleOne = (
-    call: Call<R>,
-    event: FlowcoreEvent,
-    attempt: number,
-    deliveryId: number,
-    after: (succeeded: boolean) => Effect.Effect<void, never, R>
-  ) =>
-    timed(
-      deps,
-      instrumentation,
-      call,
-      instrumentation.tracing
-        ? () => ({
-            name: "DataPump.handleEvent",
-            events: [event],
-            attributes: {
-              "flowcore.event_type": event.eventType,
-              "flowcore.event_id": event.eventId,
-              "flowcore.time_bucket": event.timeBucket,
-              "flowcore.event_count": 1,
-              "flowcore.delivery": attempt
-            }
-          })
-        : noSpan,
-      processor.handleEvent(event, { attempt }),
-      (exit) => {
-        const succeeded = Exit.isSuccess(exit)
-        if (succeeded) buffer.acknowledge([event.eventId], deliveryId)
-        else buffer.fail([event.eventId], deliveryId, exit.cause)
-        return after(succeeded)
+  /**
+   * One worker's event calls through `call`: the event in hand is kept here, not in closures made per call. Each is
+   * settled, then `after` runs with whether it succeeded.
+   */
+  const eventCalls = (call: Call<R>, after: (succeeded: boolean) => Effect.Effect<void, never, R>) => {
+    let event: FlowcoreEvent | undefined
+    let attempt = 1
+    let deliveryId = 0
+    const handle = measuredCalls(deps, instrumentation, call, (exit) => {
+      const ids = [(event as FlowcoreEvent).eventId]
+      const succeeded = Exit.isSuccess(exit)
+      if (succeeded) buffer.acknowledge(ids, deliveryId)
+      else buffer.fail(ids, deliveryId, exit.cause)
+      return after(succeeded)
+    })
+    const span = (): SpanInfo => {
+      const { eventId, eventType, timeBucket } = event as FlowcoreEvent
+      return {
+        name: "DataPump.handleEvent",
+        events: [event as FlowcoreEvent],
+        attributes: {
+          "flowcore.event_type": eventType,
+          "flowcore.event_id": eventId,
+          "flowcore.time_bucket": timeBucket,
+          "flowcore.event_count": 1,
+          "flowcore.delivery": attempt
+        }
       }
-    )
+    }
+    return (next: FlowcoreEvent, nextAttempt: number, nextDeliveryId: number) => {
+      event = next
+      attempt = nextAttempt
+      deliveryId = nextDeliveryId
+      return handle(span, processor.handleEvent(next, { attempt: nextAttempt }))
+    }
+  }
   const done = () => Effect.void
 
   if (processor.orderingKey === undefined) {
     const worker: Effect.Effect<void, never, R> = deadlines.worker((call) =>
       Effect.gen(function* () {
+        const handle = eventCalls(call, done)
         for (;;) {
           // Only wait (an effect) when nothing is open: under load the events are already there.
           let delivery = buffer.tryReserve(1)
           if (delivery.events.length === 0) delivery = yield* buffer.reserve(1)
           const event = delivery.events[0]
           if (event === undefined) return
-          yield* handleOne(call, event, delivery.attempts[0] ?? 1, delivery.deliveryId, done)
+          yield* handle(event, delivery.attempts[0] ?? 1, delivery.deliveryId)
         }
       })
     )
@@ -363,19 +372,24 @@ const runEventWorkers = <R>(
       return Effect.asVoid(Queue.offer(ready, next))
     }
 
-    const worker: Effect.Effect<void, never, R> = deadlines.worker((call) =>
-      Effect.forever(
+    const worker: Effect.Effect<void, never, R> = deadlines.worker((call) => {
+      // The item in hand and its key, for `after`.
+      let attempt = 1
+      let key = ""
+      const handle = eventCalls(call, (succeeded) => {
+        const final = options.maxRedeliveryCount >= 0 && attempt > options.maxRedeliveryCount
+        // Not settled: the key stays blocked until its redelivery comes back.
+        return succeeded || final ? release(key) : Semaphore.release(permits, 1)
+      })
+      return Effect.forever(
         Effect.gen(function* () {
           const item = yield* Queue.take(ready)
-          const key = keyOf(item.event)
-          yield* handleOne(call, item.event, item.attempt, item.deliveryId, (succeeded) => {
-            const final = options.maxRedeliveryCount >= 0 && item.attempt > options.maxRedeliveryCount
-            // Not settled: the key stays blocked until its redelivery comes back.
-            return succeeded || final ? release(key) : Semaphore.release(permits, 1)
-          })
+          attempt = item.attempt
+          key = keyOf(item.event)
+          yield* handle(item.event, item.attempt, item.deliveryId)
         })
       )
-    )
+    })
 
     const dispatcher = Effect.gen(function* () {
       for (;;) {
@@ -409,62 +423,91 @@ const runEventWorkers = <R>(
   }).pipe(Effect.scoped)
 }
 
+/** A batch handler's span, for the `deliveryCount`th delivery of `events`. */
+const batchSpan = (events: ReadonlyArray<FlowcoreEvent>, deliveryCount: number) => (): SpanInfo => ({
+  name: "DataPump.handleBatch",
+  events,
+  attributes: {
+    "flowcore.event_types": [...new Set(events.map((event) => event.eventType))],
+    "flowcore.event_count": events.length,
+    "flowcore.time_bucket": events[0]?.timeBucket ?? "",
+    "flowcore.delivery": deliveryCount
+  }
+})
+
 const runBatches = <R>(
   deps: ProcessorDeps<R>,
   processor: BatchProcessor<R>,
   instrumentation: Instrumentation
 ): Effect.Effect<void, never, R> =>
-  instrumentation.deadlines.worker((call) =>
-    Effect.gen(function* () {
-      const { buffer, options } = deps
-      const attemptsAllowed = options.maxRedeliveryCount
-      for (;;) {
-        let delivery = buffer.tryReserve(options.concurrency)
-        if (delivery.events.length === 0) delivery = yield* buffer.reserve(options.concurrency)
-        if (delivery.events.length === 0) return
-        const { deliveryId, events } = delivery
-        const ids = events.map(eventIdOf)
-        let firstDelivery = 0
-        for (const attempt of delivery.attempts) if (attempt > firstDelivery) firstDelivery = attempt
-        const spanFor = (deliveryCount: number) => (): SpanInfo => ({
-          name: "DataPump.handleBatch",
-          events,
-          attributes: {
-            "flowcore.event_types": [...new Set(events.map((event) => event.eventType))],
-            "flowcore.event_count": events.length,
-            "flowcore.time_bucket": events[0]?.timeBucket ?? "",
-            "flowcore.delivery": deliveryCount
-          }
-        })
-        const handle = processor.handler(events)
-        if (processor.sequential !== true) {
-          const span = instrumentation.tracing ? spanFor(firstDelivery) : noSpan
-          yield* timed(deps, instrumentation, call, span, handle, (exit) => {
-            if (Exit.isSuccess(exit)) buffer.acknowledge(ids, deliveryId)
-            else buffer.fail(ids, deliveryId, exit.cause)
-            return Effect.void
-          })
-          continue
-        }
-        // In place: nothing after this batch may be handled (or checkpointed) before it settles.
-        let retries = 0
-        const attempt = Effect.suspend(() =>
-          Effect.flatMap(exitOf(deps, instrumentation, spanFor(firstDelivery + retries++), handle), (exit) => exit)
+  instrumentation.deadlines.worker((call) => {
+    const { buffer, options } = deps
+    const attemptsAllowed = options.maxRedeliveryCount
+    // The batch in hand, for `handle`'s settle (made once, not per batch).
+    let ids: ReadonlyArray<string> = []
+    let deliveryId = 0
+    let closed = false
+    const handle = measuredCalls(deps, instrumentation, call, (exit) => {
+      if (Exit.isSuccess(exit)) buffer.acknowledge(ids, deliveryId)
+      else buffer.fail(ids, deliveryId, exit.cause)
+      return Effect.void
+    })
+    /** In place: nothing after this batch may be handled (or checkpointed) before it settles. */
+    const inPlace = (
+      events: ReadonlyArray<FlowcoreEvent>,
+      firstDelivery: number,
+      handler: Effect.Effect<void, unknown, R>
+    ): Effect.Effect<void, never, R> => {
+      let retries = 0
+      const attempt = Effect.suspend(() =>
+        Effect.flatMap(
+          exitOf(deps, instrumentation, batchSpan(events, firstDelivery + retries++), handler),
+          (exit) => exit
         )
-        const retried =
-          attemptsAllowed < 0
-            ? Effect.retry(attempt, options.redeliverySchedule)
-            : Effect.retry(attempt, options.redeliverySchedule.pipe(Schedule.upTo({ times: attemptsAllowed })))
-        const exit = yield* Effect.exit(retried)
+      )
+      const retried =
+        attemptsAllowed < 0
+          ? Effect.retry(attempt, options.redeliverySchedule)
+          : Effect.retry(attempt, options.redeliverySchedule.pipe(Schedule.upTo({ times: attemptsAllowed })))
+      return Effect.flatMap(Effect.exit(retried), (exit) => {
         if (Exit.isSuccess(exit)) {
           buffer.acknowledge(ids, deliveryId)
-        } else {
-          yield* deps.onFinalFailure(events, exit.cause)
-          buffer.settleFailed(ids, deliveryId)
+          return Effect.void
         }
+        return Effect.andThen(
+          deps.onFinalFailure(events, exit.cause),
+          Effect.sync(() => buffer.settleFailed(ids, deliveryId))
+        )
+      })
+    }
+    const handleDelivery = (delivery: Delivery): Effect.Effect<void, never, R> => {
+      const { events } = delivery
+      if (events.length === 0) {
+        closed = true
+        return Effect.void
       }
+      ids = events.map(eventIdOf)
+      deliveryId = delivery.deliveryId
+      let firstDelivery = 0
+      for (const attempt of delivery.attempts) if (attempt > firstDelivery) firstDelivery = attempt
+      const handler = processor.handler(events)
+      return processor.sequential === true
+        ? inPlace(events, firstDelivery, handler)
+        : handle(instrumentation.tracing ? batchSpan(events, firstDelivery) : noSpan, handler)
+    }
+    // A loop, not a generator: resuming one per batch costs about as much as calling a no-op handler.
+    return Effect.whileLoop({
+      while: () => !closed,
+      body: () => {
+        // Only wait (an effect) when nothing is open: under load the events are already there.
+        const delivery = buffer.tryReserve(options.concurrency)
+        return delivery.events.length > 0
+          ? handleDelivery(delivery)
+          : Effect.flatMap(buffer.reserve(options.concurrency), handleDelivery)
+      },
+      step: () => {}
     })
-  )
+  })
 
 /** Runs push-mode processing until the buffer is closed and the work in hand is done. */
 export const runProcessor = <R>(deps: ProcessorDeps<R>): Effect.Effect<void, never, R> =>
