@@ -567,6 +567,39 @@ describe("FlowcoreHttp pages read whole, handed out in parts", () => {
     })
   )
 
+  it.live("parts served while the next page is on its way let I/O in: its response is read as it comes", () =>
+    Effect.gen(function* () {
+      const server = yield* twoPages()
+      // Counts scheduler turns: it only runs while the reading fiber yields.
+      let turns = 0
+      yield* Effect.forkChild(Effect.forever(Effect.sync(() => turns++)))
+      const turnsAt = yield* withSource(
+        DataSource.use((ds) =>
+          Effect.gen(function* () {
+            const seen: Array<number> = []
+            let cursor: string | undefined
+            do {
+              const page = yield* ds.fetchPage({
+                timeBucket: bucket,
+                pageSize: 5,
+                cursor,
+                readAhead: 5,
+                readPageSize: 100
+              })
+              seen.push(turns)
+              cursor = page.nextCursor
+            } while (cursor !== undefined && seen.length < 5)
+            return seen
+          })
+        ),
+        { connection: connectionFor(server.url, { directMode: true }) }
+      )
+      // Parts are handed out without waiting for anything; yet other work ran between them while page two was out.
+      expect(turnsAt.length).toBe(5)
+      expect(turnsAt[4]).toBeGreaterThan(turnsAt[0] as number)
+    })
+  )
+
   it.live("a part this layer does not hold is read from the server, after the last event handed out", () =>
     Effect.gen(function* () {
       const server = yield* twoPages()

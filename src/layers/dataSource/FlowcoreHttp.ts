@@ -197,6 +197,8 @@ interface Part {
   readonly body: ResponseBody
   /** The server's page after this one was requested ahead for this many events (undefined: it was not). */
   readonly serverReadAhead: number | undefined
+  /** The read-ahead made with this page (the next page, or the following bucket's first), while it may be on its way. */
+  readonly inFlight: string | undefined
 }
 
 /** What a part stands for: its position, and what else the request asks for (this layer's event types are fixed). */
@@ -490,6 +492,19 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
    * is made, so this runs outside the FlowcoreHttp.fetchPage span, under the caller's.
    */
   const servePart = (request: PageRequest, part: Part): Effect.Effect<EventPage, DataSourceError> => {
+    // Parts are served and handled without waiting for anything, so nothing would read the response of the page
+    // requested ahead until the parts run out: while it is on its way, each part first lets pending I/O in.
+    const key = part.inFlight
+    if (key !== undefined && readAhead.has(key) && readAhead.arrived(key) === undefined) {
+      return Effect.andThen(
+        Effect.yieldNow,
+        Effect.suspend(() => servePartNow(request, part))
+      )
+    }
+    return servePartNow(request, part)
+  }
+
+  const servePartNow = (request: PageRequest, part: Part): Effect.Effect<EventPage, DataSourceError> => {
     let taken: ReturnType<SplitPage["take"]>
     try {
       taken = part.page.take(part.next, request.pageSize)
@@ -567,11 +582,13 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
     const nextCursor = page.nextCursor === "" ? undefined : page.nextCursor
     const readingAhead = next !== undefined && nextCursor === next.cursor
     if (next !== undefined && !readingAhead) readAhead.drop(next.key)
+    let inFlight = readingAhead ? next.key : undefined
     // The end of a bucket whose hour is over: the caller reads the next bucket from its start, so that page goes out
     // now, as the next page of a bucket does (and is handed out in parts if the buffer has less room by then).
     if (nextCursor === undefined && ahead >= 1 && request.followingBucket !== undefined) {
       const first = firstPageOf(url, resolved, positioned, request.followingBucket, ahead)
       yield* readAheadFrom(url, resolved, first.request, first.page, ahead)
+      inFlight = first.page.key
     }
     const served: EventPage =
       page.split === undefined
@@ -587,7 +604,8 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
             next: 0,
             requestedAt,
             body,
-            serverReadAhead: readingAhead ? ahead : undefined
+            serverReadAhead: readingAhead ? ahead : undefined,
+            inFlight
           })
     yield* Effect.annotateCurrentSpan({
       "flowcore.event_count": served.events.length,
