@@ -3,7 +3,7 @@
  * beside the ceiling — a plain loop paging the same emulator with fetch + JSON.parse — in the same run.
  * The emulator runs as its own process (like a real server, on the other core), seeded over its ingestion API, so
  * this process holds nothing but what it measures; with IN_PROCESS=1 it shares the pump's process (and core) instead.
- * This machine kind drifts by tens of percent within a minute, so every row runs REPEAT times (3 by default), each
+ * This machine kind drifts by tens of percent within a minute, so every row runs REPEAT times (5 by default), each
  * time between two ceiling runs, and shows the median rate and the median ratio to the ceiling runs beside it. A row
  * whose buffer is smaller than a page of 1,000 still reads pages of 1,000 (handed to the buffer in parts); it is also
  * compared with the loop reading pages of its buffer's size, which is what pages no larger than the buffer allow.
@@ -19,7 +19,7 @@ import { start } from "../src/emulator/index.ts"
 import { DataPump, flowcoreLayer, MemoryStateStore, TimeBucket } from "../src/index.ts"
 
 const EVENTS = Number(process.env.EVENTS ?? 100_000)
-const REPEAT = Math.max(1, Number(process.env.REPEAT ?? 3))
+const REPEAT = Math.max(1, Number(process.env.REPEAT ?? 5))
 const HOUR = 3_600_000
 const source = { tenant: "bench", dataCore: "bench-dc", flowType: "bench.0", eventTypes: ["bench.created.0"] }
 const KEY = "fc_emulator_secret"
