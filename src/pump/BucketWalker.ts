@@ -88,7 +88,10 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
     let cursor: string | undefined
     /** The largest page this buffer can take (the resolved maxPageSize is never above bufferSize). */
     const wholePage = options.maxPageSize
-    /** The page after the last one was requested ahead (or is held by the source) for this many events (0: none): wait for room for it. */
+    /**
+     * The page after the last one was requested ahead (or is held by the source) for this many events (0: none):
+     * wait for room for it.
+     */
     let readAhead = 0
 
     // The current hour's bucket and the end of the bucket being read, kept between pages: both are needed for every

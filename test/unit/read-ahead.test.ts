@@ -84,6 +84,7 @@ describe("makeReadAhead", () => {
         undefined,
         "body-in"
       ])
+      expect(["pending", "failed", "in", "other"].map(readAhead.onItsWay)).toEqual([true, false, false, false])
       // Still kept: a look does not use it up.
       expect(yield* readAhead.take("in", 10)).toBe("body-in")
       yield* Deferred.succeed(gate, "body-pending")

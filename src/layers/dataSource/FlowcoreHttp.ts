@@ -494,8 +494,7 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
   const servePart = (request: PageRequest, part: Part): Effect.Effect<EventPage, DataSourceError> => {
     // Parts are served and handled without waiting for anything, so nothing would read the response of the page
     // requested ahead until the parts run out: while it is on its way, each part first lets pending I/O in.
-    const key = part.inFlight
-    if (key !== undefined && readAhead.has(key) && readAhead.arrived(key) === undefined) {
+    if (part.inFlight !== undefined && readAhead.onItsWay(part.inFlight)) {
       return Effect.andThen(
         Effect.yieldNow,
         Effect.suspend(() => servePartNow(request, part))

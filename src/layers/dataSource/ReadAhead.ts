@@ -86,5 +86,11 @@ export const makeReadAhead = <A, E>(scope: Scope.Scope, capacity = 4) => {
     return exit !== undefined && Exit.isSuccess(exit) ? exit.value : undefined
   }
 
-  return { start, take, drop, has, size, arrived }
+  /** Whether the read-ahead for `key` is kept and still on its way (not yet in, nor failed). */
+  const onItsWay = (key: string): boolean => {
+    const entry = pending.get(key)
+    return entry !== undefined && entry.fiber.pollUnsafe() === undefined
+  }
+
+  return { start, take, drop, has, size, arrived, onItsWay }
 }
