@@ -222,6 +222,10 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
         lastFetchNanos = offeredAt - fetchStartedNanos
         settledAtOffer = buffer.snapshot().settled
         yield* buffer.offer(page.events, page.sizeBytes)
+        // Parts of a page and the events they feed can be handled without waiting for anything, and then nothing
+        // reads the response of the page read ahead until the parts run out. Yielding here, once the events are in
+        // the buffer, lets it in while they are handled (yielding before they are in would idle the handlers).
+        if (page.responsePending === true) yield* Effect.yieldNow
         const last = page.events[count - 1]
         if (last !== undefined) {
           afterEventId = last.eventId

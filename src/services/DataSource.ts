@@ -73,6 +73,12 @@ export interface EventPage {
    * or a part of a page read whole): the page shows the bucket as it was then.
    */
   readonly requestedAt?: number | undefined
+  /**
+   * A response the source requested ahead (the next page) was still on its way when this page was handed out. The
+   * caller lets pending I/O in once it has handed these events on, so that response is read while they are handled,
+   * not only when the caller next waits for something.
+   */
+  readonly responsePending?: boolean | undefined
 }
 
 export class DataSource extends Context.Service<

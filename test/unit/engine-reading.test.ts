@@ -218,3 +218,52 @@ describe("guarantee 8: complete reading", () => {
     )
   })
 })
+
+describe("the fetch loop and pending I/O", () => {
+  /** The scheduler turns that ran before each page request, with the source saying `responsePending`. */
+  const turnsBeforeEachFetch = (responsePending: boolean) => {
+    const events = Array.from({ length: 12 }, (_, i) => eventAt(NOW - 50 * MINUTE + i * 1000))
+    const turnsAt: Array<number> = []
+    let turns = 0
+    return atNow(
+      Effect.gen(function* () {
+        // Runs only while every other fiber waits or yields.
+        yield* Effect.forkChild(Effect.forever(Effect.sync(() => turns++)))
+        const handled: Array<string> = []
+        const pump = yield* DataPump.make({
+          bufferSize: 100,
+          maxPageSize: 2,
+          processor: { handleEvent: (event) => Effect.sync(() => handled.push(event.eventId)) }
+        })
+        yield* pump.start
+        yield* advanceUntil("every event is handled", () => handled.length === events.length)
+        yield* pump.stop
+        return turnsAt
+      }).pipe(
+        Effect.provide(
+          wrappingPages(
+            (fetchPage) => (request) =>
+              Effect.suspend(() => {
+                turnsAt.push(turns)
+                return Effect.map(fetchPage(request), (page) => ({ ...page, responsePending }))
+              }),
+            testLayers({ events, state: { timeBucket: TimeBucket.make("20240315130000") } })
+          )
+        )
+      )
+    )
+  }
+
+  it.effect("after handing over a page whose source still awaits a response, it lets other work run first", () =>
+    Effect.gen(function* () {
+      const pending = yield* turnsBeforeEachFetch(true)
+      // Six pages of two, then the empty page at the live edge: other work ran before every next request.
+      const first = pending.slice(0, 7)
+      expect(first.length).toBe(7)
+      for (let i = 1; i < first.length; i++) expect(first[i]).toBeGreaterThan(first[i - 1] as number)
+      // Without a pending response the pages are read back to back (room for all of them): no turn is given away.
+      const none = yield* turnsBeforeEachFetch(false)
+      expect(new Set(none.slice(0, 6)).size).toBe(1)
+    })
+  )
+})

@@ -492,18 +492,6 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
    * is made, so this runs outside the FlowcoreHttp.fetchPage span, under the caller's.
    */
   const servePart = (request: PageRequest, part: Part): Effect.Effect<EventPage, DataSourceError> => {
-    // Parts are served and handled without waiting for anything, so nothing would read the response of the page
-    // requested ahead until the parts run out: while it is on its way, each part first lets pending I/O in.
-    if (part.inFlight !== undefined && readAhead.onItsWay(part.inFlight)) {
-      return Effect.andThen(
-        Effect.yieldNow,
-        Effect.suspend(() => servePartNow(request, part))
-      )
-    }
-    return servePartNow(request, part)
-  }
-
-  const servePartNow = (request: PageRequest, part: Part): Effect.Effect<EventPage, DataSourceError> => {
     let taken: ReturnType<SplitPage["take"]>
     try {
       taken = part.page.take(part.next, request.pageSize)
@@ -511,6 +499,7 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
       return Effect.fail(notJson("EventList", part.body))
     }
     return Effect.flatMap(validateEvents("EventList", taken.events), (events) => {
+      const responsePending = part.inFlight !== undefined && readAhead.onItsWay(part.inFlight)
       const last = events[events.length - 1]
       if (last === undefined || part.page.remaining(taken.next) === 0) {
         // The last part: read the server's cursor now, as taking the parts may have corrected the page's layout.
@@ -521,7 +510,8 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
             nextCursor,
             sizeBytes: taken.length,
             readAhead: nextCursor === undefined ? undefined : part.serverReadAhead,
-            requestedAt: part.requestedAt
+            requestedAt: part.requestedAt,
+            responsePending
           })
         )
       }
@@ -535,7 +525,8 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
         // would cost a call of its own and save no round trip).
         readAhead:
           request.readAhead === undefined ? undefined : Math.min(request.readAhead, part.page.remaining(taken.next)),
-        requestedAt: part.requestedAt
+        requestedAt: part.requestedAt,
+        responsePending
       })
     })
   }
@@ -596,7 +587,8 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
             nextCursor,
             sizeBytes: body.bytes,
             readAhead: readingAhead ? ahead : undefined,
-            requestedAt
+            requestedAt,
+            responsePending: inFlight !== undefined && readAhead.onItsWay(inFlight)
           }
         : yield* servePart(positioned, {
             page: page.split,
