@@ -110,3 +110,19 @@ describe("EventBufferLive wake-ups", () => {
     }).pipe(Effect.scoped, Effect.provide(MemoryStateStore.layer()))
   )
 })
+
+describe("EventBufferLive space waiters", () => {
+  it.effect("a fetcher interrupted while it waits for room no longer counts as waiting for a save", () =>
+    Effect.gen(function* () {
+      const buffer = yield* bufferOf(2)
+      yield* buffer.offer(events(2), undefined)
+      settleAll(buffer)
+      // Both settled, not yet saved: the buffer is still full, and a fetcher waits for room for two.
+      const fetcher = yield* Effect.forkChild(buffer.awaitSpace(2))
+      yield* Effect.yieldNow
+      expect(buffer.fetcherWaitsForSave()).toBe(true)
+      yield* Fiber.interrupt(fetcher)
+      expect(buffer.fetcherWaitsForSave()).toBe(false)
+    })
+  )
+})

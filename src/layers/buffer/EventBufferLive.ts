@@ -67,6 +67,16 @@ class Deque<A> {
   }
 }
 
+/** Awaits `deferred`; if interrupted, takes `waiter` out of the list `waiters()` holds by then (lists get replaced). */
+const awaitOrLeave = <W>(deferred: Deferred.Deferred<void>, waiters: () => Array<W>, waiter: W): Effect.Effect<void> =>
+  Effect.onInterrupt(Deferred.await(deferred), () =>
+    Effect.sync(() => {
+      const list = waiters()
+      const index = list.indexOf(waiter)
+      if (index >= 0) list.splice(index, 1)
+    })
+  )
+
 /** Wake-up signals for any number of waiters. */
 class Signal {
   waiters: Array<Deferred.Deferred<void>> = []
@@ -85,12 +95,7 @@ class Signal {
   waitInterruptibly(): Effect.Effect<void> {
     const deferred = Deferred.makeUnsafe<void>()
     this.waiters.push(deferred)
-    return Effect.onInterrupt(Deferred.await(deferred), () =>
-      Effect.sync(() => {
-        const index = this.waiters.indexOf(deferred)
-        if (index >= 0) this.waiters.splice(index, 1)
-      })
-    )
+    return awaitOrLeave(deferred, () => this.waiters, deferred)
   }
 }
 
@@ -100,10 +105,11 @@ class Signal {
  */
 class SpaceWaiters {
   waiters: Array<{ readonly needed: number; readonly deferred: Deferred.Deferred<void> }> = []
+  /** An interrupted wait leaves nothing behind: a fetcher that is gone must not count as one waiting for a save. */
   wait(needed: number): Effect.Effect<void> {
-    const deferred = Deferred.makeUnsafe<void>()
-    this.waiters.push({ needed, deferred })
-    return Deferred.await(deferred)
+    const waiter = { needed, deferred: Deferred.makeUnsafe<void>() }
+    this.waiters.push(waiter)
+    return awaitOrLeave(waiter.deferred, () => this.waiters, waiter)
   }
   /** Whether a waiter needs more than `free` slots. */
   wantMoreThan(free: number): boolean {
