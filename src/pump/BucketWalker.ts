@@ -6,6 +6,7 @@
  * following live events until that instant has passed.
  */
 import { Clock, Duration, Effect, Tracer } from "effect"
+import type { FlowcoreEvent } from "../domain/FlowcoreEvent.ts"
 import * as TimeBucket from "../domain/TimeBucket.ts"
 import { TimeUuid } from "../domain/TimeUuid.ts"
 import type { DataSource, EventPage } from "../services/DataSource.ts"
@@ -233,7 +234,14 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
           // Whole bytes, as the buffer counts them: a fractional count turns the metric fields into doubles, and V8
           // then keeps recompiling the functions that touch them (their maps were deprecated), seconds of CPU.
           const perEvent = page.sizeBytes === undefined ? 0 : Math.round(page.sizeBytes / count)
-          for (const event of page.events) metrics.pulled(event.eventType, 1, perEvent)
+          // Counted per run of one event type (a page rarely mixes them), not per event.
+          let runStart = 0
+          for (let i = 1; i <= count; i++) {
+            const runType = (page.events[runStart] as FlowcoreEvent).eventType
+            if (i < count && (page.events[i] as FlowcoreEvent).eventType === runType) continue
+            metrics.pulled(runType, i - runStart, (i - runStart) * perEvent)
+            runStart = i
+          }
           status.pulled += count
           const lastAt = TimeUuid.epochMillisOf(last.eventId)
           if (lastAt !== undefined) {

@@ -258,6 +258,9 @@ export const makeBuffer = (
       Effect.sync(() => {
         if (events.length === 0) return
         const perEvent = sizeBytes === undefined ? 0 : Math.round(sizeBytes / events.length)
+        // Counted per run of one event type (a page rarely mixes them), not per event.
+        let runType = ""
+        let run = 0
         for (const event of events) {
           if (byId.has(event.eventId)) continue
           const entry: Entry = { event, bytes: perEvent, state: OPEN, deliveries: 0, deliveryId: 0, step: undefined }
@@ -266,8 +269,14 @@ export const makeBuffer = (
           open.push(entry)
           openCount++
           bytes += perEvent
-          metrics.buffered(event.eventType, 1, perEvent)
+          if (event.eventType !== runType) {
+            if (run > 0) metrics.buffered(runType, run, run * perEvent)
+            runType = event.eventType
+            run = 0
+          }
+          run++
         }
+        if (run > 0) metrics.buffered(runType, run, run * perEvent)
         // A waiting worker resumes inline when woken, and would handle the page before the fetcher could ask for the
         // next one: waking the workers on the next scheduler turn lets that request go out first.
         dispatcher.scheduleTask(openSignal.wakeAll, 0)
