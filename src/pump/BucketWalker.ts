@@ -223,10 +223,6 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
         lastFetchNanos = offeredAt - fetchStartedNanos
         settledAtOffer = buffer.snapshot().settled
         yield* buffer.offer(page.events, page.sizeBytes)
-        // Parts of a page and the events they feed can be handled without waiting for anything, and then nothing
-        // reads the response of the page read ahead until the parts run out. Yielding here, once the events are in
-        // the buffer, lets it in while they are handled (yielding before they are in would idle the handlers).
-        if (page.responsePending === true) yield* Effect.yieldNow
         const last = page.events[count - 1]
         if (last !== undefined) {
           afterEventId = last.eventId
@@ -249,6 +245,10 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
             metrics.lag(status.lagSeconds)
           }
         }
+        // Parts of a page and the events they feed can be handled without waiting for anything, and then nothing
+        // reads the response of the page read ahead until the parts run out. Yielding here, once the events are in
+        // the buffer (and counted), lets it in while they are handled; yielding before would idle the handlers.
+        if (page.responsePending === true) yield* Effect.yieldNow
       }
       // A page requested ahead shows the bucket as it was when it was requested: later events are not in it.
       const readAt = Math.min(fetchStartedAt, page.requestedAt ?? fetchStartedAt)
