@@ -155,6 +155,18 @@ interface Following {
   readonly key: string
 }
 
+/** The page of `request` at `cursor` (none: the bucket's first page), as a request for `ahead` events. */
+const pageAt = (
+  url: string,
+  resolved: ResolvedSource,
+  request: PageRequest,
+  cursor: string | undefined,
+  ahead: number
+): Following => {
+  const params = eventListParams(resolved, request, cursor, ahead)
+  return { cursor, params, key: requestKey(url, params) }
+}
+
 /** The page after the one whose raw body is `text` (by its nextCursor), as a request for `ahead` events. */
 const following = (
   url: string,
@@ -165,9 +177,7 @@ const following = (
   ahead: number
 ): Following | undefined => {
   const hint = cursorHint(text)
-  if (hint === undefined || hint === cursor) return undefined
-  const params = eventListParams(resolved, request, hint, ahead)
-  return { cursor: hint, params, key: requestKey(url, params) }
+  return hint === undefined || hint === cursor ? undefined : pageAt(url, resolved, request, hint, ahead)
 }
 
 /** The first page of `bucket`, as the request that reads it after the bucket of `request`, for `ahead` events. */
@@ -179,8 +189,7 @@ const firstPageOf = (
   ahead: number
 ): { readonly request: PageRequest; readonly page: Following } => {
   const next: PageRequest = { ...request, timeBucket: bucket, cursor: undefined, afterEventId: undefined }
-  const params = eventListParams(resolved, next, undefined, ahead)
-  return { request: next, page: { cursor: undefined, params, key: requestKey(url, params) } }
+  return { request: next, page: pageAt(url, resolved, next, undefined, ahead) }
 }
 
 /**
@@ -499,7 +508,7 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
       return Effect.fail(notJson("EventList", part.body))
     }
     return Effect.flatMap(validateEvents("EventList", taken.events), (events) => {
-      const responsePending = part.inFlight !== undefined && readAhead.onItsWay(part.inFlight)
+      const responsePending = readAhead.onItsWay(part.inFlight)
       const last = events[events.length - 1]
       if (last === undefined || part.page.remaining(taken.next) === 0) {
         // The last part: read the server's cursor now, as taking the parts may have corrected the page's layout.
@@ -588,7 +597,7 @@ const make = Effect.fnUntraced(function* (options: FlowcoreHttpOptions) {
             sizeBytes: body.bytes,
             readAhead: readingAhead ? ahead : undefined,
             requestedAt,
-            responsePending: inFlight !== undefined && readAhead.onItsWay(inFlight)
+            responsePending: readAhead.onItsWay(inFlight)
           }
         : yield* servePart(positioned, {
             page: page.split,

@@ -86,9 +86,9 @@ export const makeReadAhead = <A, E>(scope: Scope.Scope, capacity = 4) => {
     return exit !== undefined && Exit.isSuccess(exit) ? exit.value : undefined
   }
 
-  /** Whether the read-ahead for `key` is kept and still on its way (not yet in, nor failed). */
-  const onItsWay = (key: string): boolean => {
-    const entry = pending.get(key)
+  /** Whether the read-ahead for `key` (if any) is kept and still on its way (not yet in, nor failed). */
+  const onItsWay = (key: string | undefined): boolean => {
+    const entry = key === undefined ? undefined : pending.get(key)
     return entry !== undefined && entry.fiber.pollUnsafe() === undefined
   }
 
