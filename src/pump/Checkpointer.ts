@@ -114,7 +114,7 @@ export const makeCheckpointer = (deps: CheckpointerDeps): Checkpointer => {
     }
   })
 
-  const loop: Effect.Effect<never, StateStoreError> = Effect.forever(
+  const forever: Effect.Effect<never, StateStoreError> = Effect.forever(
     Effect.gen(function* () {
       // Also returns, with no new watermark, when the fetcher starts waiting for a save (untilDue sees it). The
       // buffer wakes this fiber on the scheduler turn after the acknowledgements, so that fast handlers cost one save
@@ -126,6 +126,15 @@ export const makeCheckpointer = (deps: CheckpointerDeps): Checkpointer => {
     // Straight back to waiting: a yield here would leave the fiber off the watermark's waiters for a turn, and an
     // immediate wake would find nobody to run. Every iteration waits for a new watermark (or a wanted save) first.
     { disableYield: true }
+  )
+  // The interval counts from the start, as from a save: the first settled events do not make an early save.
+  const loop = Effect.andThen(
+    Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      Effect.sync(() => {
+        lastSaveAt = now
+      })
+    ),
+    forever
   )
 
   return { save, loop, flush: saveWatermark }

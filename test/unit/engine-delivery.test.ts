@@ -2,7 +2,7 @@
  * Guarantees 1-3 of design.md §4: no loss (also across a crash), the watermark checkpoint, and bounded memory.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect } from "effect"
+import { Clock, Duration, Effect } from "effect"
 import { TestClock } from "effect/testing"
 import type { FlowcoreEvent } from "../../src/domain/FlowcoreEvent.ts"
 import type { PumpState } from "../../src/domain/PumpState.ts"
@@ -390,6 +390,48 @@ describe("guarantee 3: bounded memory", () => {
       expect(requests.length).toBeGreaterThanOrEqual(6)
     })
   )
+
+  it.effect("checkpoint.intervalMs spaces saves out from the start: the first one too", () => {
+    const events = eventsFrom(NOW - 2 * HOUR, 30)
+    return atNow(
+      Effect.gen(function* () {
+        let handled = 0
+        const pump = yield* DataPump.make({
+          bufferSize: 100,
+          checkpoint: { intervalMs: 5000 },
+          processor: {
+            concurrency: 1,
+            handleEvent: () =>
+              Effect.andThen(
+                Effect.sleep("1 second"),
+                Effect.sync(() => handled++)
+              )
+          }
+        })
+        yield* pump.start
+        // When each save was made (to the 100 ms step), while 30 handlers of a second each run one after another.
+        const savedAt: Array<number> = []
+        const memory = yield* MemoryStateStore
+        yield* advanceUntil("every event is handled", () =>
+          Effect.gen(function* () {
+            const saves = yield* memory.saves
+            const now = yield* Clock.currentTimeMillis
+            while (savedAt.length < saves) savedAt.push(now - NOW)
+            return handled === events.length
+          })
+        )
+        yield* pump.stop
+        // A save a settled event makes due waits out the interval, counted from the start, then from the last save.
+        expect(savedAt.length).toBeGreaterThanOrEqual(4)
+        expect(savedAt[0]).toBeGreaterThanOrEqual(5000)
+        for (let i = 1; i < savedAt.length; i++) {
+          expect((savedAt[i] as number) - (savedAt[i - 1] as number)).toBeGreaterThanOrEqual(5000)
+        }
+        const last = events[events.length - 1] as FlowcoreEvent
+        expect(yield* savedState).toEqual({ timeBucket: last.timeBucket, eventId: last.eventId })
+      }).pipe(Effect.provide(testLayers({ events, state: historyStart })))
+    )
+  })
 
   it.effect("a page that finds the handlers idle is handled after the next page has been requested", () => {
     const events = eventsFrom(NOW - 2 * HOUR, 16, 20_000)
