@@ -156,7 +156,7 @@ const makeDeadlines = (clock: Clock.Clock, timeoutMs: number) => {
         }
         const outcomes = {
           // One parameter, as matchCauseEffect otherwise wraps the callback in a closure on every call.
-          onSuccess: (_: void) => settled(Exit.void),
+          onSuccess: (_: unknown) => settled(Exit.void),
           onFailure: (cause: Cause.Cause<unknown>) => settled(Exit.failCause(cause))
         }
         // Made where it runs (in the worker's fiber), so the watch is armed from here.
