@@ -128,14 +128,10 @@ export const makeCheckpointer = (deps: CheckpointerDeps): Checkpointer => {
     { disableYield: true }
   )
   // The interval counts from the start, as from a save: the first settled events do not make an early save.
-  const loop = Effect.andThen(
-    Effect.flatMap(Clock.currentTimeMillis, (now) =>
-      Effect.sync(() => {
-        lastSaveAt = now
-      })
-    ),
-    forever
-  )
+  const loop = Effect.flatMap(Clock.currentTimeMillis, (now) => {
+    lastSaveAt = now
+    return forever
+  })
 
   return { save, loop, flush: saveWatermark }
 }
