@@ -293,9 +293,13 @@ export const makeBuffer = (
     const tryReserve = (max: number): Delivery => {
       if (closed || openCount === 0 || max <= 0) return emptyDelivery
       const deliveryId = nextDeliveryId()
-      const events: Array<FlowcoreEvent> = []
-      const attempts: Array<number> = []
-      while (events.length < max) {
+      // Sized up front: every open entry is in `open` or `retry`, so exactly this many are taken. Arrays grown from
+      // empty would reserve 16 slots each, most of the allocation of a one-event call.
+      const count = Math.min(max, openCount)
+      const events = new Array<FlowcoreEvent>(count)
+      const attempts = new Array<number>(count)
+      let taken = 0
+      while (taken < count) {
         const entry = takeOpen()
         if (entry === undefined) break
         entry.state = RESERVED
@@ -304,10 +308,16 @@ export const makeBuffer = (
         openCount--
         reservedCount++
         metrics.reserved(entry.event.eventType, 1)
-        events.push(entry.event)
-        attempts.push(entry.deliveries)
+        events[taken] = entry.event
+        attempts[taken] = entry.deliveries
+        taken++
       }
-      return events.length === 0 ? emptyDelivery : { deliveryId, events, attempts }
+      if (taken === 0) return emptyDelivery
+      if (taken < count) {
+        events.length = taken
+        attempts.length = taken
+      }
+      return { deliveryId, events, attempts }
     }
 
     const accept = (eventId: string, deliveryId: number | undefined, countIgnored = true): Entry | undefined => {
