@@ -6,13 +6,12 @@
  * following live events until that instant has passed.
  */
 import { Clock, Duration, Effect, Tracer } from "effect"
-import type { FlowcoreEvent } from "../domain/FlowcoreEvent.ts"
 import * as TimeBucket from "../domain/TimeBucket.ts"
 import { TimeUuid } from "../domain/TimeUuid.ts"
 import type { DataSource, EventPage } from "../services/DataSource.ts"
 import type { Buffer } from "../services/EventBuffer.ts"
 import type { Notifier } from "../services/Notifier.ts"
-import type { PumpMetricsRecorder } from "../services/PumpMetrics.ts"
+import { type PumpMetricsRecorder, typeRuns } from "../services/PumpMetrics.ts"
 import type { ResolvedOptions } from "./PumpOptions.ts"
 import type { PumpStatus } from "./PumpStatus.ts"
 import { supervisedForever } from "./supervise.ts"
@@ -230,14 +229,9 @@ export const walk = (deps: WalkerDeps, start: WalkStart): Effect.Effect<void> =>
           // Whole bytes, as the buffer counts them: a fractional count turns the metric fields into doubles, and V8
           // then keeps recompiling the functions that touch them (their maps were deprecated), seconds of CPU.
           const perEvent = page.sizeBytes === undefined ? 0 : Math.round(page.sizeBytes / count)
-          // Counted per run of one event type (a page rarely mixes them), not per event.
-          let runStart = 0
-          for (let i = 1; i <= count; i++) {
-            const runType = (page.events[runStart] as FlowcoreEvent).eventType
-            if (i < count && (page.events[i] as FlowcoreEvent).eventType === runType) continue
-            metrics.pulled(runType, i - runStart, (i - runStart) * perEvent)
-            runStart = i
-          }
+          const runs = typeRuns((eventType, run) => metrics.pulled(eventType, run, run * perEvent))
+          for (const event of page.events) runs.add(event.eventType)
+          runs.flush()
           status.pulled += count
           const lastAt = TimeUuid.epochMillisOf(last.eventId)
           if (lastAt !== undefined) {

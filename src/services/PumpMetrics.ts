@@ -28,6 +28,29 @@ export interface PumpMetricsRecorder {
   readonly checkpointSaveFailed: () => void
 }
 
+/**
+ * Counts events per run of one event type (a page rarely mixes them), so that a recorder is called once per run, not
+ * once per event: `add` each event's type in order, then `flush` reports the last run.
+ */
+export const typeRuns = (report: (eventType: string, count: number) => void) => {
+  let runType = ""
+  let run = 0
+  return {
+    add: (eventType: string): void => {
+      if (eventType !== runType) {
+        if (run > 0) report(runType, run)
+        runType = eventType
+        run = 0
+      }
+      run++
+    },
+    flush: (): void => {
+      if (run > 0) report(runType, run)
+      run = 0
+    }
+  }
+}
+
 const noop = () => {}
 
 export const noopRecorder: PumpMetricsRecorder = {

@@ -17,7 +17,7 @@ import {
   type Delivery,
   EventBuffer
 } from "../../services/EventBuffer.ts"
-import { PumpMetrics, type PumpMetricsRecorder } from "../../services/PumpMetrics.ts"
+import { PumpMetrics, type PumpMetricsRecorder, typeRuns } from "../../services/PumpMetrics.ts"
 
 const OPEN = 0
 const RESERVED = 1
@@ -258,9 +258,7 @@ export const makeBuffer = (
       Effect.sync(() => {
         if (events.length === 0) return
         const perEvent = sizeBytes === undefined ? 0 : Math.round(sizeBytes / events.length)
-        // Counted per run of one event type (a page rarely mixes them), not per event.
-        let runType = ""
-        let run = 0
+        const runs = typeRuns((eventType, run) => metrics.buffered(eventType, run, run * perEvent))
         for (const event of events) {
           if (byId.has(event.eventId)) continue
           const entry: Entry = { event, bytes: perEvent, state: OPEN, deliveries: 0, deliveryId: 0, step: undefined }
@@ -269,14 +267,9 @@ export const makeBuffer = (
           open.push(entry)
           openCount++
           bytes += perEvent
-          if (event.eventType !== runType) {
-            if (run > 0) metrics.buffered(runType, run, run * perEvent)
-            runType = event.eventType
-            run = 0
-          }
-          run++
+          runs.add(event.eventType)
         }
-        if (run > 0) metrics.buffered(runType, run, run * perEvent)
+        runs.flush()
         // A waiting worker resumes inline when woken, and would handle the page before the fetcher could ask for the
         // next one: waking the workers on the next scheduler turn lets that request go out first.
         dispatcher.scheduleTask(openSignal.wakeAll, 0)
