@@ -6,6 +6,7 @@
  * A handler that exceeds `handlerTimeoutMs` is interrupted, and that counts as a failed delivery.
  */
 import { Cause, Clock, Duration, Effect, Exit, Fiber, Queue, Schedule, Semaphore, Tracer } from "effect"
+import { ChurnMap } from "../domain/ChurnMap.ts"
 import type { FlowcoreEvent } from "../domain/FlowcoreEvent.ts"
 import type { Buffer, Delivery } from "../services/EventBuffer.ts"
 import type { PumpMetricsRecorder } from "../services/PumpMetrics.ts"
@@ -356,8 +357,8 @@ const runEventWorkers = <R>(
     const ready = yield* Queue.unbounded<Item>()
     const permits = yield* Semaphore.make(options.concurrency)
     // The event each key is working on (until it settles), and the events of that key waiting behind it.
-    const heads = new Map<string, string>()
-    const waiting = new Map<string, Array<Item>>()
+    const heads = new ChurnMap<string, string>()
+    const waiting = new ChurnMap<string, Array<Item>>()
 
     const release = (key: string) => {
       const queue = waiting.get(key)

@@ -7,6 +7,7 @@
  * swallow events.
  */
 import { Clock, Deferred, Duration, Effect, type Fiber, FiberSet, Layer, Schedule } from "effect"
+import { ChurnMap } from "../../domain/ChurnMap.ts"
 import type { FlowcoreEvent } from "../../domain/FlowcoreEvent.ts"
 import type { PumpState } from "../../domain/PumpState.ts"
 import type { TimeBucket } from "../../domain/TimeBucket.ts"
@@ -143,7 +144,7 @@ export const makeBuffer = (
     const toStep = Schedule.toStep(config.redeliverySchedule) as Effect.Effect<Step>
 
     const entries = new Deque<Entry>()
-    const byId = new Map<string, Entry>()
+    const byId = new ChurnMap<string, Entry>()
     const open = new Deque<Entry>()
     const retry = new Deque<Entry>()
     const openSignal = new Signal()

@@ -6,6 +6,7 @@
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Cache, Clock, Duration, Effect, Exit, Layer, Schema } from "effect"
 import { HttpClient } from "effect/http"
+import { ChurnMap } from "../../domain/ChurnMap.ts"
 import type { FlowcoreConnection } from "../../domain/config.ts"
 import { DataSourceError, InvalidOptions } from "../../domain/errors.ts"
 import { type FlowcoreEvent, validateEvents } from "../../domain/FlowcoreEvent.ts"
@@ -216,12 +217,12 @@ const partKey = (request: PageRequest, cursor: string) =>
 
 /** Parts kept, by the request that asks for them, at most `capacity` (the oldest goes first). */
 const makeParts = (capacity = 4) => {
-  const kept = new Map<string, Part>()
+  const kept = new ChurnMap<string, Part>()
   return {
     set: (key: string, part: Part): void => {
       kept.delete(key)
       if (kept.size >= capacity) {
-        const oldest = kept.keys().next().value
+        const oldest = kept.oldestKey()
         if (oldest !== undefined) kept.delete(oldest)
       }
       kept.set(key, part)

@@ -5,6 +5,7 @@
  * drops the read-ahead unless the decoded page has the same `nextCursor`. Bodies read ahead are kept as text.
  */
 import { Effect, Exit, Fiber, type Scope } from "effect"
+import { ChurnMap } from "../../domain/ChurnMap.ts"
 
 // The member must be the last (or first) of the top-level object: `"...": "..."}` closes it, nothing nested can.
 const LAST_MEMBER = /"nextCursor"\s*:\s*("(?:[^"\\]|\\.)*")\s*\}\s*$/
@@ -35,7 +36,7 @@ interface Pending<A, E> {
  * newer one needs its place, or when `scope` closes.
  */
 export const makeReadAhead = <A, E>(scope: Scope.Scope, capacity = 4) => {
-  const pending = new Map<string, Pending<A, E>>()
+  const pending = new ChurnMap<string, Pending<A, E>>()
 
   const drop = (key: string): void => {
     const entry = pending.get(key)
@@ -49,7 +50,7 @@ export const makeReadAhead = <A, E>(scope: Scope.Scope, capacity = 4) => {
     Effect.suspend(() => {
       drop(key)
       if (pending.size >= capacity) {
-        const oldest = pending.keys().next().value
+        const oldest = pending.oldestKey()
         if (oldest !== undefined) drop(oldest)
       }
       return Effect.map(Effect.forkIn(request, scope, { startImmediately: true }), (fiber) => {
